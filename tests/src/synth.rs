@@ -1,0 +1,1 @@
+//! Deterministic synthesized weights (being written).

@@ -1,1 +1,306 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod error;
+mod hub_config;
+mod infer;
+pub mod npy;
+mod pack;
+pub mod pickle;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cait_pack::{GlobalPool, ModelConfig, Preprocess, TensorId};
+
+pub use error::{ImportError, TensorProblem};
+pub use hub_config::{HubConfig, Labels};
+pub use infer::{
+    Hints, IGNORED_SUFFIXES, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, InferError, VARIANTS,
+    Variant, check_tensors, cross_check, default_preprocess, identify, infer_config,
+    norm_for_channels,
+};
+pub use pack::{is_pack, write_pack_f32};
+
+use checkpoint::RawCheckpoint;
+
+/// A dense f32 tensor in C order.
+#[derive(Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Elements, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor from its shape and data (callers keep them consistent).
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+        Tensor { shape, data }
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor{:?} ({} values)", self.shape, self.data.len())
+    }
+}
+
+/// The container a checkpoint came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// Hugging Face safetensors (`model.safetensors`).
+    Safetensors,
+    /// A `torch.save` zip archive (`.pth`, `.pt`, `pytorch_model.bin`).
+    TorchZip,
+}
+
+impl CheckpointFormat {
+    /// A short name: `safetensors` or `torch-zip`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CheckpointFormat::Safetensors => "safetensors",
+            CheckpointFormat::TorchZip => "torch-zip",
+        }
+    }
+}
+
+/// Where the config came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// timm's hub `config.json` at this path (shapes still decide the architecture; the file
+    /// supplies pooling, labels, preprocessing and is cross-checked).
+    HubConfig(PathBuf),
+    /// Tensor shapes alone.
+    Inferred,
+}
+
+/// Options for [`load_checkpoint`]. Build it with `..ImportOptions::default()` so that options
+/// added later (quantization) do not break callers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Head pooling, overriding `config.json` (shapes cannot tell token from avg pooling).
+    pub global_pool: Option<GlobalPool>,
+}
+
+/// An imported CaiT checkpoint: a validated config and every tensor it needs, as f32.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The architecture.
+    pub config: ModelConfig,
+    /// Eval preprocessing (from `config.json`, the recognised variant's pretrained cfg, or timm's
+    /// CaiT defaults).
+    pub preprocess: Preprocess,
+    /// timm architecture name (`config.json`'s, else the recognised variant's).
+    pub architecture: Option<String>,
+    /// Class names, one per class, from `config.json`'s `label_names`.
+    pub labels: Option<Vec<String>>,
+    /// Exactly the tensors of `config.tensors()`, by timm key (wrapper prefixes stripped).
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The checkpoint file read (inside the directory, if a directory was given).
+    pub source: PathBuf,
+    /// Its container format.
+    pub format: CheckpointFormat,
+    /// Where the config came from.
+    pub config_source: ConfigSource,
+}
+
+impl Checkpoint {
+    /// A tensor by id.
+    pub fn tensor(&self, id: TensorId) -> Option<&Tensor> {
+        self.tensors.get(&id.to_string())
+    }
+
+    /// Total parameters.
+    pub fn num_params(&self) -> u64 {
+        self.config.num_params()
+    }
+}
+
+/// Loads a timm CaiT checkpoint: a `model.safetensors`, a `torch.save` archive (flat state dict, or
+/// the original release's `{"model": {"module.…": …}}`), or a hub directory holding one of them
+/// and `config.json`.
+///
+/// The config comes from the tensor shapes, refined and cross-checked by a timm `config.json`
+/// beside the file; `opts.global_pool` overrides the pooling. Every tensor the config needs is
+/// checked (one error lists all missing, unexpected and mis-shaped tensors), converted to f32 and
+/// checked to be finite.
+pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, ImportError> {
+    let (file, config_path) = checkpoint::resolve(path)?;
+    let hub = match &config_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ImportError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            HubConfig::parse(&text).map_err(|reason| ImportError::BadConfig {
+                path: p.clone(),
+                reason,
+            })?
+        }
+        None => None,
+    };
+    let config_source = match (&hub, config_path) {
+        (Some(_), Some(p)) => ConfigSource::HubConfig(p),
+        _ => ConfigSource::Inferred,
+    };
+    // Errors about config.json name it; errors about tensors name the checkpoint.
+    let config_file = match &config_source {
+        ConfigSource::HubConfig(p) => p.clone(),
+        ConfigSource::Inferred => file.clone(),
+    };
+
+    let mut raw = RawCheckpoint::open(&file)?;
+    let shapes: BTreeMap<String, Vec<usize>> = raw
+        .entries
+        .iter()
+        .filter(|(_, e)| e.is_tensor())
+        .map(|(k, e)| (k.clone(), e.shape.clone()))
+        .collect();
+    let hints = Hints {
+        img_size: hub.as_ref().and_then(|h| h.img_size),
+        patch_size: hub.as_ref().and_then(|h| h.patch_size),
+        in_chans: hub.as_ref().and_then(|h| h.in_chans),
+        global_pool: opts
+            .global_pool
+            .or_else(|| hub.as_ref().and_then(|h| h.global_pool)),
+    };
+    let infer_error = |e: InferError, mismatch_path: &Path| match e {
+        InferError::NotCait {
+            reason,
+            found_keys_sample,
+        } => ImportError::NotCait {
+            path: file.clone(),
+            reason,
+            found_keys_sample,
+        },
+        InferError::CannotInfer(reason) => ImportError::CannotInfer {
+            path: file.clone(),
+            reason,
+        },
+        InferError::Mismatch {
+            field,
+            config,
+            checkpoint,
+        } => ImportError::ConfigMismatch {
+            path: mismatch_path.to_path_buf(),
+            field,
+            config,
+            checkpoint,
+        },
+    };
+    let config = infer_config(&shapes, &hints).map_err(|e| infer_error(e, &config_file))?;
+    if let Some(hub) = &hub {
+        cross_check(&config, hub).map_err(|e| infer_error(e, &config_file))?;
+    }
+    let problems = check_tensors(&config, &shapes);
+    if !problems.is_empty() {
+        return Err(ImportError::TensorMismatch {
+            path: file,
+            problems,
+        });
+    }
+    config
+        .validate()
+        .map_err(|source| ImportError::InvalidConfig {
+            path: file.clone(),
+            source,
+        })?;
+
+    let variant = identify(&config);
+    let preprocess = match &hub {
+        Some(h) => hub_preprocess(&config, h),
+        None => Ok(default_preprocess(&config)),
+    }
+    .map_err(|reason| ImportError::BadConfig {
+        path: config_file.clone(),
+        reason,
+    })?;
+    let labels = match hub.as_ref().and_then(|h| h.labels.as_ref()) {
+        Some(l) => Some(resolve_labels(l, config.num_classes).map_err(|reason| {
+            ImportError::BadConfig {
+                path: config_file.clone(),
+                reason,
+            }
+        })?),
+        None => None,
+    };
+    let architecture = hub
+        .as_ref()
+        .and_then(|h| h.architecture.clone())
+        .or_else(|| variant.map(|v| v.name.to_string()));
+
+    let keys: Vec<String> = config.tensors().map(|t| t.id.to_string()).collect();
+    let tensors = raw.read(&keys)?;
+    for key in &keys {
+        let t = &tensors[key];
+        if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(ImportError::NonFinite {
+                path: file,
+                tensor: key.clone(),
+                index,
+                value: t.data[index],
+            });
+        }
+    }
+    Ok(Checkpoint {
+        config,
+        preprocess,
+        architecture,
+        labels,
+        tensors,
+        source: file,
+        format: raw.format,
+        config_source,
+    })
+}
+
+/// The preprocessing a hub config states, completed with CaiT's defaults.
+fn hub_preprocess(cfg: &ModelConfig, hub: &HubConfig) -> Result<Preprocess, String> {
+    let mut p = default_preprocess(cfg);
+    if let Some(i) = hub.interpolation {
+        p.interpolation = i;
+    }
+    if let Some(c) = hub.crop_pct {
+        p.crop_pct = c;
+    }
+    let mean = hub.mean.as_deref().unwrap_or(&IMAGENET_DEFAULT_MEAN);
+    let std = hub.std.as_deref().unwrap_or(&IMAGENET_DEFAULT_STD);
+    let (mean, std, n) = norm_for_channels(mean, std, cfg.in_chans as usize).ok_or_else(|| {
+        format!(
+            "{} input channels: a pack records mean/std for at most {}",
+            cfg.in_chans,
+            cait_pack::MAX_NORM_CHANNELS
+        )
+    })?;
+    p.mean = mean;
+    p.std = std;
+    p.norm_channels = n;
+    Ok(p)
+}
+
+/// One name per class; a dict with gaps leaves the missing names empty.
+fn resolve_labels(labels: &Labels, num_classes: u32) -> Result<Vec<String>, String> {
+    let n = num_classes as usize;
+    match labels {
+        Labels::List(names) if names.len() == n => Ok(names.clone()),
+        Labels::List(names) => Err(format!(
+            "label_names has {} names but the head has {n} classes",
+            names.len()
+        )),
+        Labels::Map(entries) => {
+            let mut out = vec![String::new(); n];
+            for (i, name) in entries {
+                let slot = out.get_mut(*i as usize).ok_or_else(|| {
+                    format!("label_names names class {i} but the head has {n} classes")
+                })?;
+                *slot = name.clone();
+            }
+            Ok(out)
+        }
+    }
+}

@@ -10,6 +10,10 @@ use core::fmt;
 /// Most dimensions a tensor in a CaiT model has (the patch-embedding conv kernel has four).
 pub const MAX_RANK: usize = 4;
 
+/// Most blocks a stack (`depth` or `depth_token_only`) may have: far above any published CaiT
+/// (48 + 2), low enough that walking every tensor of a config stays cheap.
+pub const MAX_DEPTH: u32 = 1024;
+
 /// How the head pools the normalised tokens (timm's `global_pool`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -98,6 +102,13 @@ impl core::error::Error for ConfigError {}
 impl ModelConfig {
     /// Checks that the config is self-consistent and that every derived size fits in `usize`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Bounds loops over blocks (the deepest published CaiT has 48 + 2).
+        if self.depth > MAX_DEPTH {
+            return Err(ConfigError::TooLarge("depth"));
+        }
+        if self.depth_token_only > MAX_DEPTH {
+            return Err(ConfigError::TooLarge("depth_token_only"));
+        }
         let positive = [
             (self.img_size[0], "img_size[0]"),
             (self.img_size[1], "img_size[1]"),
@@ -113,14 +124,18 @@ impl ModelConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.img_size[0] % self.patch_size != 0 || self.img_size[1] % self.patch_size != 0 {
+        if !self.img_size[0].is_multiple_of(self.patch_size)
+            || !self.img_size[1].is_multiple_of(self.patch_size)
+        {
             return Err(ConfigError::PatchDoesNotDivideImage);
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(ConfigError::HeadsDoNotDivideWidth);
         }
         // Every tensor's element count, and the biggest activation products, must fit in usize.
-        let n = self.num_patches().ok_or(ConfigError::TooLarge("num_patches"))?;
+        let n = self
+            .num_patches()
+            .ok_or(ConfigError::TooLarge("num_patches"))?;
         let d = self.embed_dim as usize;
         let tokens = n.checked_add(1).ok_or(ConfigError::TooLarge("tokens"))?;
         tokens
@@ -133,7 +148,18 @@ impl ModelConfig {
             .and_then(|x| x.checked_mul(16))
             .ok_or(ConfigError::TooLarge("attention row"))?;
         self.input_len().ok_or(ConfigError::TooLarge("input"))?;
-        for id in self.tensors() {
+        // Dimensions are stored as u32: the largest ones (3D for qkv, N for pos_embed) must fit.
+        self.embed_dim
+            .checked_mul(3)
+            .ok_or(ConfigError::TooLarge("embed_dim"))?;
+        u32::try_from(n).map_err(|_| ConfigError::TooLarge("num_patches"))?;
+        // Blocks of a stack all have the same shapes, so one of each kind covers every tensor.
+        let probe = ModelConfig {
+            depth: self.depth.min(1),
+            depth_token_only: self.depth_token_only.min(1),
+            ..*self
+        };
+        for id in probe.tensors() {
             id.shape
                 .numel()
                 .and_then(|x| x.checked_mul(4))
@@ -336,12 +362,12 @@ impl BlockParam {
         BlockParam::KBias,
         BlockParam::VWeight,
         BlockParam::VBias,
+        BlockParam::ProjWeight,
+        BlockParam::ProjBias,
         BlockParam::ProjLWeight,
         BlockParam::ProjLBias,
         BlockParam::ProjWWeight,
         BlockParam::ProjWBias,
-        BlockParam::ProjWeight,
-        BlockParam::ProjBias,
         BlockParam::Norm2Weight,
         BlockParam::Norm2Bias,
         BlockParam::Fc1Weight,
@@ -403,8 +429,8 @@ impl BlockParam {
         match self {
             Gamma1 | Gamma2 | Norm1Weight | Norm1Bias | Norm2Weight | Norm2Bias | QBias | KBias
             | VBias | ProjBias | Fc2Bias => Shape::new(&[d]),
-            QkvWeight => Shape::new(&[3 * d, d]),
-            QkvBias => Shape::new(&[3 * d]),
+            QkvWeight => Shape::new(&[d.saturating_mul(3), d]),
+            QkvBias => Shape::new(&[d.saturating_mul(3)]),
             QWeight | KWeight | VWeight | ProjWeight => Shape::new(&[d, d]),
             ProjLWeight | ProjWWeight => Shape::new(&[h, h]),
             ProjLBias | ProjWBias => Shape::new(&[h]),
@@ -517,7 +543,8 @@ pub struct Tensors {
 impl Tensors {
     /// The id after `id` in canonical order, ignoring whether the config has it.
     fn successor(&self, id: TensorId) -> Option<TensorId> {
-        let next_param = |p: BlockParam| BlockParam::ALL.iter().position(|q| *q == p).map(|i| i + 1);
+        let next_param =
+            |p: BlockParam| BlockParam::ALL.iter().position(|q| *q == p).map(|i| i + 1);
         Some(match id {
             TensorId::ClsToken => TensorId::PosEmbed,
             TensorId::PosEmbed => TensorId::PatchEmbedWeight,
@@ -623,6 +650,21 @@ mod tests {
         ] {
             assert_eq!(TensorId::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn validate_bounds_every_size() {
+        let mut c = xxs24_224();
+        c.embed_dim = u32::MAX; // 3 * D overflows the u32 dims
+        c.num_heads = 1;
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("embed_dim")));
+        let mut c = xxs24_224();
+        c.depth = u32::MAX;
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("depth")));
+        let mut c = xxs24_224();
+        c.img_size = [1 << 31, 1 << 31];
+        c.patch_size = 1;
+        assert!(matches!(c.validate(), Err(ConfigError::TooLarge(_))));
     }
 
     #[test]

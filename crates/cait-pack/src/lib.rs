@@ -1,16 +1,80 @@
-//! The `.cait` weight pack (API skeleton: the reader and writer are being implemented).
+#![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "cait-pack views little-endian tensor data in place; big-endian targets are not supported"
+);
 
 #[cfg(feature = "std")]
 extern crate std;
 
 mod config;
+mod crc32;
+mod error;
+mod reader;
+#[cfg(any(test, feature = "std"))]
+mod writer;
+
+use core::fmt;
 
 pub use config::{
-    BlockParam, ConfigError, GlobalPool, MAX_RANK, ModelConfig, Shape, TensorId, TensorSpec,
-    Tensors,
+    BlockParam, ConfigError, GlobalPool, MAX_DEPTH, MAX_RANK, ModelConfig, Shape, TensorId,
+    TensorSpec, Tensors,
 };
+pub use crc32::{Crc32, crc32};
+pub use error::{ERROR_NAME_CAPACITY, ErrorName, PackError};
+pub use reader::{
+    Labels, LabelsIter, Metadata, MetadataIter, Pack, TensorView, pack_checksum, reseal,
+};
+#[cfg(any(test, feature = "std"))]
+pub use writer::{PackWriter, WriteError};
+
+/// The first eight bytes of every pack.
+///
+/// `0x89` is not ASCII (the file is not text), `CAIT` names it, and `\r\n\x1a` catch a transfer that
+/// rewrote line endings or stopped at a DOS end-of-file, as in PNG's signature.
+pub const MAGIC: [u8; 8] = *b"\x89CAIT\r\n\x1a";
+
+/// The format version this crate reads and writes.
+pub const VERSION: u32 = 1;
+
+/// Bytes of the fixed header in format version 1.
+pub const HEADER_LEN: usize = 256;
+
+/// Bytes of one tensor-table entry.
+pub const TENSOR_ENTRY_LEN: usize = 48;
+
+/// Alignment, from the start of the pack, of every tensor's data.
+///
+/// 64 covers the element alignment of every dtype (4 for `f32`/`i32`) with room for 8/16/32-byte SIMD
+/// loads (Helium, NEON, AVX), and is a cache line on Cortex-M7 and x86-64 and a whole number of
+/// 64-bit flash/AXI bursts, so a weight row never starts mid-line.
+pub const DATA_ALIGN: usize = 64;
+
+/// Alignment, from the start of the pack, of every section, so a C reader can map its tables onto
+/// arrays of `uint32_t`/`uint64_t` in place.
+pub const SECTION_ALIGN: usize = 8;
+
+/// Most tensors a pack may hold (the largest CaiT, M48, has under 900).
+pub const MAX_TENSORS: usize = 1 << 16;
+
+/// Most metadata entries a pack may hold.
+pub const MAX_METADATA: usize = 1 << 12;
+
+/// Most class labels a pack may hold.
+pub const MAX_LABELS: usize = 1 << 20;
+
+/// Most bytes of a tensor name, a metadata key or the architecture string.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Most bytes of one class label.
+pub const MAX_LABEL_LEN: usize = 1024;
+
+/// Most bytes of one metadata value.
+pub const MAX_METADATA_VALUE_LEN: usize = 1 << 16;
 
 /// Most normalisation channels a pack's preprocessing records (mean/std entries).
 pub const MAX_NORM_CHANNELS: usize = 8;
@@ -91,4 +155,157 @@ pub enum Quant {
         /// Index in the tensor table of the f32 scales tensor.
         scales: u32,
     },
+}
+
+impl Interpolation {
+    /// The byte that stores it in a pack.
+    pub const fn code(self) -> u8 {
+        match self {
+            Interpolation::Nearest => 0,
+            Interpolation::Bilinear => 1,
+            Interpolation::Bicubic => 2,
+        }
+    }
+
+    /// The interpolation a pack byte stores, if any.
+    pub const fn from_code(code: u8) -> Option<Interpolation> {
+        Some(match code {
+            0 => Interpolation::Nearest,
+            1 => Interpolation::Bilinear,
+            2 => Interpolation::Bicubic,
+            _ => return None,
+        })
+    }
+
+    /// timm's spelling: `"nearest"`, `"bilinear"` or `"bicubic"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+}
+
+impl Precision {
+    /// The byte that stores it in a pack.
+    pub const fn code(self) -> u8 {
+        match self {
+            Precision::F32 => 0,
+            Precision::F16 => 1,
+            Precision::Int8 => 2,
+        }
+    }
+
+    /// The precision a pack byte stores, if any.
+    pub const fn from_code(code: u8) -> Option<Precision> {
+        Some(match code {
+            0 => Precision::F32,
+            1 => Precision::F16,
+            2 => Precision::Int8,
+            _ => return None,
+        })
+    }
+
+    /// `"f32"`, `"f16"` or `"int8"`, as the `cait` tool spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl DType {
+    /// Bytes of one element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
+            DType::I8 => 1,
+        }
+    }
+
+    /// The byte that stores it in a pack.
+    pub const fn code(self) -> u8 {
+        match self {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::I8 => 2,
+            DType::I32 => 3,
+        }
+    }
+
+    /// The dtype a pack byte stores, if any.
+    pub const fn from_code(code: u8) -> Option<DType> {
+        Some(match code {
+            0 => DType::F32,
+            1 => DType::F16,
+            2 => DType::I8,
+            3 => DType::I32,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is a floating-point type.
+    pub const fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+
+    /// `"f32"`, `"f16"`, `"i8"` or `"i32"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Quant {
+    /// The byte that stores its kind in a pack.
+    pub const fn code(&self) -> u8 {
+        match self {
+            Quant::None => 0,
+            Quant::PerTensor { .. } => 1,
+            Quant::PerChannel { .. } => 2,
+        }
+    }
+}
+
+impl Preprocess {
+    /// The pretrained cfg of every timm `cait_*` model for a `[channels, height, width]` input:
+    /// bicubic resize, `crop_pct` 1.0, ImageNet mean/std (timm's `IMAGENET_DEFAULT_MEAN`/`_STD`).
+    pub const fn imagenet(input_size: [u32; 3]) -> Preprocess {
+        let mut mean = [0.0; MAX_NORM_CHANNELS];
+        let mut std = [0.0; MAX_NORM_CHANNELS];
+        mean[0] = 0.485;
+        mean[1] = 0.456;
+        mean[2] = 0.406;
+        std[0] = 0.229;
+        std[1] = 0.224;
+        std[2] = 0.225;
+        Preprocess {
+            input_size,
+            interpolation: Interpolation::Bicubic,
+            crop_pct: 1.0,
+            norm_channels: 3,
+            mean,
+            std,
+        }
+    }
 }

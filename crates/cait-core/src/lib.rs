@@ -1,1 +1,19 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod attention;
+mod blocks;
+mod error;
+mod kernels;
+mod model;
+pub mod workspace;
+
+#[cfg(test)]
+mod tests;
+
+pub use attention::AttentionSink;
+pub use error::Error;
+pub use model::{Model, Outputs};
+pub use workspace::{WORKSPACE_ALIGN, Workspace, workspace_bytes};

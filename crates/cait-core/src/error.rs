@@ -1,0 +1,117 @@
+//! Why a model could not be built or run.
+
+use core::fmt;
+
+use cait_pack::{ConfigError, PackError, Precision};
+
+/// Why [`Model::from_pack`](crate::Model::from_pack) or a forward pass failed.
+///
+/// Every variant says what was expected and what was found; the type is small, `Copy` and `'static`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The pack's weights are in a precision this engine does not run yet (it runs f32).
+    UnsupportedPrecision(Precision),
+    /// The config is inconsistent, or the model's workspace does not fit in the address space.
+    Config(ConfigError),
+    /// A tensor is missing from the pack, has the wrong dtype or shape, or is misaligned in memory.
+    Pack(PackError),
+    /// The workspace is smaller than [`workspace_bytes`](crate::workspace_bytes).
+    WorkspaceTooSmall {
+        /// Bytes the model needs.
+        needed: usize,
+        /// Bytes supplied.
+        got: usize,
+    },
+    /// The workspace does not start at an address that is a multiple of `align` bytes.
+    WorkspaceMisaligned {
+        /// Required alignment in bytes.
+        align: usize,
+    },
+    /// The input image does not have `C * H * W` values.
+    InputLength {
+        /// `C * H * W`.
+        expected: usize,
+        /// Values supplied.
+        got: usize,
+    },
+    /// The logits buffer does not have `num_classes` values (`embed_dim` when there is no head).
+    LogitsLength {
+        /// Logits the model produces.
+        expected: usize,
+        /// Length of the buffer supplied.
+        got: usize,
+    },
+    /// The features buffer does not have `embed_dim` values.
+    FeaturesLength {
+        /// `embed_dim`.
+        expected: usize,
+        /// Length of the buffer supplied.
+        got: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnsupportedPrecision(p) => {
+                write!(
+                    f,
+                    "{p:?} packs are not supported yet (this engine runs F32 packs)"
+                )
+            }
+            Error::Config(e) => write!(f, "invalid model config: {e}"),
+            Error::Pack(e) => write!(f, "{e}"),
+            Error::WorkspaceTooSmall { needed, got } => {
+                write!(
+                    f,
+                    "workspace too small: the model needs {needed} bytes, got {got}"
+                )
+            }
+            Error::WorkspaceMisaligned { align } => {
+                write!(f, "workspace must start at a {align}-byte aligned address")
+            }
+            Error::InputLength { expected, got } => {
+                write!(
+                    f,
+                    "input has {got} values, the model takes {expected} (C*H*W)"
+                )
+            }
+            Error::LogitsLength { expected, got } => {
+                write!(
+                    f,
+                    "logits buffer has {got} values, the model produces {expected}"
+                )
+            }
+            Error::FeaturesLength { expected, got } => {
+                write!(
+                    f,
+                    "features buffer has {got} values, the model produces {expected}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Pack(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PackError> for Error {
+    fn from(e: PackError) -> Error {
+        Error::Pack(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}

@@ -1,0 +1,437 @@
+//! Linear layers, `Y = X·Wᵀ + b`, over a block of tokens.
+//!
+//! The linear layers are nearly all of CaiT's arithmetic, so this is the kernel that is tiled: a
+//! register tile of [`TILE_ROWS`] tokens × [`TILE_COLS`] weight rows is accumulated together, so each
+//! loaded weight chunk is used [`TILE_ROWS`] times and each token chunk [`TILE_COLS`] times. Each
+//! output is still one dot product in the blocked order of [`super::sum`], so tiling changes speed only,
+//! never a bit of the result.
+
+use super::gelu::gelu;
+use super::sum::{LANES, reduce, tail};
+
+// Register tile: TILE_ROWS tokens × TILE_COLS weight rows, each dot holding LANES partial sums, so
+// TILE_ROWS·TILE_COLS·LANES accumulators must fit in registers. Chosen per target (measured on x86-64;
+// the others sized by register count); the results are the same bits whatever the shape.
+
+/// Tokens per register tile.
+#[cfg(any(
+    target_arch = "aarch64",
+    all(target_arch = "x86_64", target_feature = "avx")
+))]
+const TILE_ROWS: usize = 4;
+/// Weight rows (output features) per register tile.
+#[cfg(any(
+    target_arch = "aarch64",
+    all(target_arch = "x86_64", target_feature = "avx")
+))]
+const TILE_COLS: usize = 2;
+/// Tokens per register tile (SSE2: 16 registers of 4 lanes hold a 2 × 2 tile of 8-lane sums).
+#[cfg(all(target_arch = "x86_64", not(target_feature = "avx")))]
+const TILE_ROWS: usize = 2;
+/// Weight rows (output features) per register tile.
+#[cfg(all(target_arch = "x86_64", not(target_feature = "avx")))]
+const TILE_COLS: usize = 2;
+/// Tokens per register tile (scalar FPUs such as Cortex-M4F: 32 registers, 16 accumulators).
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+const TILE_ROWS: usize = 2;
+/// Weight rows (output features) per register tile.
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+const TILE_COLS: usize = 1;
+
+/// A linear layer's weights as stored in the pack, borrowed zero-copy.
+///
+/// One variant per weight precision; the f16 and int8 packs add theirs here and every layer (q, k,
+/// v, proj, fc1, fc2, head, the patch embedding) picks them up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Linear<'a> {
+    /// f32 weights `[out_features, in_features]`, row-major, and an optional f32 bias.
+    F32 {
+        /// `out_features * in_features` values.
+        weight: &'a [f32],
+        /// `out_features` values, if the layer has a bias.
+        bias: Option<&'a [f32]>,
+        /// Input width `K`.
+        in_features: usize,
+        /// Output width `M`.
+        out_features: usize,
+    },
+}
+
+/// What is done with each output `y = x·w + b` as it is written to its slot of `out`.
+#[derive(Clone, Copy)]
+pub(crate) enum Epilogue<'e> {
+    /// `out = y`.
+    Store,
+    /// `out = y * s` (attention's query scaling, applied after the bias as timm does).
+    Scale(f32),
+    /// `out = gelu(y)` (the MLP's hidden layer).
+    Gelu,
+    /// `out += gamma[o] * y`: LayerScale and the residual connection, fused (`x = x + gamma * f(x)`).
+    LayerScaleAdd(&'e [f32]),
+}
+
+impl<'a> Linear<'a> {
+    /// An f32 layer; `None` unless `weight` is `out × in` and `bias` (if any) has `out` values.
+    pub(crate) fn f32(
+        weight: &'a [f32],
+        bias: Option<&'a [f32]>,
+        out_features: usize,
+        in_features: usize,
+    ) -> Option<Linear<'a>> {
+        let ok = in_features > 0
+            && out_features.checked_mul(in_features) == Some(weight.len())
+            && bias.is_none_or(|b| b.len() == out_features);
+        ok.then_some(Linear::F32 {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// The layer restricted to output features `start..start + len` (splits timm's fused qkv).
+    /// The caller guarantees `start + len <= out_features`.
+    pub(crate) fn output_rows(&self, start: usize, len: usize) -> Linear<'a> {
+        match *self {
+            Linear::F32 {
+                weight,
+                bias,
+                in_features,
+                ..
+            } => Linear::F32 {
+                weight: &weight[start * in_features..(start + len) * in_features],
+                bias: bias.map(|b| &b[start..start + len]),
+                in_features,
+                out_features: len,
+            },
+        }
+    }
+
+    /// Applies the layer to each `in_features`-wide row of `x`, writing the matching
+    /// `out_features`-wide row of `out` through `epilogue`. `x` and `out` hold the same number of rows.
+    pub(crate) fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue<'_>) {
+        let m = self.out_features();
+        self.forward_strided(
+            x,
+            out,
+            Strides {
+                offset: 0,
+                row: m,
+                col: 1,
+            },
+            epilogue,
+        );
+    }
+
+    /// [`forward`](Self::forward), writing output `(row t, feature o)` of this call to
+    /// `out[strides.offset + t * strides.row + o * strides.col]` (e.g. keys stored transposed).
+    pub(crate) fn forward_strided(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        strides: Strides,
+        epilogue: Epilogue<'_>,
+    ) {
+        match *self {
+            Linear::F32 {
+                weight,
+                bias,
+                in_features,
+                ..
+            } => linear_f32(weight, bias, in_features, x, out, strides, epilogue),
+        }
+    }
+
+    fn out_features(&self) -> usize {
+        match self {
+            Linear::F32 { out_features, .. } => *out_features,
+        }
+    }
+}
+
+/// Output placement of [`Linear::forward_strided`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strides {
+    /// Index of output (0, 0).
+    pub(crate) offset: usize,
+    /// Distance between consecutive rows (tokens).
+    pub(crate) row: usize,
+    /// Distance between consecutive output features.
+    pub(crate) col: usize,
+}
+
+fn linear_f32(
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+    strides: Strides,
+    ep: Epilogue<'_>,
+) {
+    let mut xs = x.chunks_exact(TILE_ROWS * k);
+    let mut base = strides.offset;
+    for xb in &mut xs {
+        rows_f32::<TILE_ROWS>(
+            w,
+            bias,
+            k,
+            xb,
+            out,
+            Strides {
+                offset: base,
+                ..strides
+            },
+            ep,
+        );
+        base += TILE_ROWS * strides.row;
+    }
+    for xb in xs.remainder().chunks_exact(k) {
+        rows_f32::<1>(
+            w,
+            bias,
+            k,
+            xb,
+            out,
+            Strides {
+                offset: base,
+                ..strides
+            },
+            ep,
+        );
+        base += strides.row;
+    }
+}
+
+/// `R` tokens (`x`: `R × k`) against every weight row; output `(r, o)` goes to
+/// `out[s.offset + r * s.row + o * s.col]`.
+#[inline(always)]
+fn rows_f32<const R: usize>(
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+    s: Strides,
+    ep: Epilogue<'_>,
+) {
+    let xr: [&[f32]; R] = core::array::from_fn(|r| &x[r * k..(r + 1) * k]);
+    let mut o = 0;
+    let mut wc = w.chunks_exact(TILE_COLS * k);
+    for wb in &mut wc {
+        let wr: [&[f32]; TILE_COLS] = core::array::from_fn(|c| &wb[c * k..(c + 1) * k]);
+        let t = tile::<R, TILE_COLS>(&xr, &wr, k);
+        for (r, tr) in t.iter().enumerate() {
+            for (c, &acc) in tr.iter().enumerate() {
+                let slot = &mut out[s.offset + r * s.row + (o + c) * s.col];
+                write(slot, acc, bias, o + c, ep);
+            }
+        }
+        o += TILE_COLS;
+    }
+    for wrow in wc.remainder().chunks_exact(k) {
+        let t = tile::<R, 1>(&xr, &[wrow], k);
+        for (r, tr) in t.iter().enumerate() {
+            write(
+                &mut out[s.offset + r * s.row + o * s.col],
+                tr[0],
+                bias,
+                o,
+                ep,
+            );
+        }
+        o += 1;
+    }
+}
+
+#[inline(always)]
+fn write(slot: &mut f32, acc: f32, bias: Option<&[f32]>, o: usize, ep: Epilogue<'_>) {
+    let y = match bias {
+        Some(b) => acc + b[o],
+        None => acc,
+    };
+    *slot = match ep {
+        Epilogue::Store => y,
+        Epilogue::Scale(s) => y * s,
+        Epilogue::Gelu => gelu(y),
+        Epilogue::LayerScaleAdd(gamma) => *slot + gamma[o] * y,
+    };
+}
+
+/// `acc + x * w` lane by lane (two roundings: Rust never contracts this into an FMA).
+#[inline(always)]
+fn multiply_add(acc: [f32; LANES], x: &[f32; LANES], w: &[f32; LANES]) -> [f32; LANES] {
+    let mut out = acc;
+    for l in 0..LANES {
+        out[l] += x[l] * w[l];
+    }
+    out
+}
+
+/// The `R × C` dot products of `x[r]` and `w[c]` (all of length `k`), each in the blocked order of
+/// [`super::sum`].
+#[inline(always)]
+pub(crate) fn tile<const R: usize, const C: usize>(
+    x: &[&[f32]; R],
+    w: &[&[f32]; C],
+    k: usize,
+) -> [[f32; C]; R] {
+    let n = k / LANES;
+    let xc: [&[[f32; LANES]]; R] = core::array::from_fn(|r| &x[r].as_chunks::<LANES>().0[..n]);
+    let wc: [&[[f32; LANES]]; C] = core::array::from_fn(|c| &w[c].as_chunks::<LANES>().0[..n]);
+    let mut acc = [[[0.0f32; LANES]; C]; R];
+    for i in 0..n {
+        // Load the chunks once, then one lane-wise multiply-add per (token, weight row): written this
+        // way LLVM vectorises along the lanes for every tile shape (indexing acc[r][c][l] directly
+        // made it vectorise across tokens instead for some shapes, 2-4x slower).
+        let xv: [[f32; LANES]; R] = core::array::from_fn(|r| xc[r][i]);
+        let wv: [[f32; LANES]; C] = core::array::from_fn(|c| wc[c][i]);
+        for r in 0..R {
+            for c in 0..C {
+                acc[r][c] = multiply_add(acc[r][c], &xv[r], &wv[c]);
+            }
+        }
+    }
+    if n * LANES < k {
+        // The tail, zero-padded to a whole chunk (see `sum::tail`).
+        let xv: [[f32; LANES]; R] = core::array::from_fn(|r| tail(&x[r][n * LANES..]));
+        let wv: [[f32; LANES]; C] = core::array::from_fn(|c| tail(&w[c][n * LANES..]));
+        for r in 0..R {
+            for c in 0..C {
+                acc[r][c] = multiply_add(acc[r][c], &xv[r], &wv[c]);
+            }
+        }
+    }
+    acc.map(|row| row.map(reduce))
+}
+
+#[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops mirror the math in the expectations
+mod tests {
+    use super::super::sum::dot;
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Every tile shape, remainder path and epilogue equals the plain per-output dot bit for bit.
+        #[test]
+        fn equals_the_plain_dot_bit_for_bit(rows in 1usize..11, k in 1usize..40, m in 1usize..9, seed in 0u32..1000, bias in proptest::bool::ANY) {
+            let x = data(rows * k, seed);
+            let w = data(m * k, seed + 1);
+            let b = data(m, seed + 2);
+            let gamma = data(m, seed + 3);
+            let lin = Linear::f32(&w, bias.then_some(&b[..]), m, k).unwrap();
+            let y = |t: usize, o: usize| {
+                let d = dot(&x[t * k..(t + 1) * k], &w[o * k..(o + 1) * k]);
+                if bias { d + b[o] } else { d }
+            };
+            let mut out = vec![0.0; rows * m];
+            lin.forward(&x, &mut out, Epilogue::Store);
+            let mut gelu_out = vec![0.0; rows * m];
+            lin.forward(&x, &mut gelu_out, Epilogue::Gelu);
+            let mut scaled = vec![0.0; rows * m];
+            lin.forward(&x, &mut scaled, Epilogue::Scale(0.125));
+            let resid = data(rows * m, seed + 4);
+            let mut added = resid.clone();
+            lin.forward(&x, &mut added, Epilogue::LayerScaleAdd(&gamma));
+            for t in 0..rows {
+                for o in 0..m {
+                    let i = t * m + o;
+                    proptest::prop_assert_eq!(out[i].to_bits(), y(t, o).to_bits());
+                    proptest::prop_assert_eq!(gelu_out[i].to_bits(), gelu(y(t, o)).to_bits());
+                    proptest::prop_assert_eq!(scaled[i].to_bits(), (y(t, o) * 0.125).to_bits());
+                    proptest::prop_assert_eq!(added[i].to_bits(), (resid[i] + gamma[o] * y(t, o)).to_bits());
+                }
+            }
+        }
+    }
+
+    /// Every register-tile shape (whichever this target uses) gives the plain dot's bits.
+    #[test]
+    fn every_tile_shape_equals_the_plain_dot() {
+        fn check<const R: usize, const C: usize>(k: usize) {
+            let x = data(R * k, k as u32);
+            let w = data(C * k, k as u32 + 50);
+            let xr: [&[f32]; R] = core::array::from_fn(|r| &x[r * k..(r + 1) * k]);
+            let wr: [&[f32]; C] = core::array::from_fn(|c| &w[c * k..(c + 1) * k]);
+            let t = tile::<R, C>(&xr, &wr, k);
+            for r in 0..R {
+                for c in 0..C {
+                    assert_eq!(
+                        t[r][c].to_bits(),
+                        dot(xr[r], wr[c]).to_bits(),
+                        "{R}x{C}, k {k}"
+                    );
+                }
+            }
+        }
+        for k in [1, 7, 8, 9, 48, 61] {
+            check::<1, 1>(k);
+            check::<2, 1>(k);
+            check::<2, 2>(k);
+            check::<4, 2>(k);
+            check::<1, 4>(k);
+        }
+    }
+
+    #[test]
+    fn output_rows_selects_a_slice_of_the_layer() {
+        let (k, m) = (5, 6);
+        let w = data(m * k, 7);
+        let b = data(m, 8);
+        let x = data(3 * k, 9);
+        let full = Linear::f32(&w, Some(&b), m, k).unwrap();
+        let mut all = vec![0.0; 3 * m];
+        full.forward(&x, &mut all, Epilogue::Store);
+        let part = full.output_rows(2, 3);
+        let mut some = vec![0.0; 3 * 3];
+        part.forward(&x, &mut some, Epilogue::Store);
+        for t in 0..3 {
+            assert_eq!(some[t * 3..t * 3 + 3], all[t * m + 2..t * m + 5]);
+        }
+    }
+
+    #[test]
+    fn strided_output_is_the_transpose() {
+        let (rows, k, m) = (7, 10, 5);
+        let (w, b, x) = (data(m * k, 1), data(m, 2), data(rows * k, 3));
+        let lin = Linear::f32(&w, Some(&b), m, k).unwrap();
+        let mut plain = vec![0.0; rows * m];
+        lin.forward(&x, &mut plain, Epilogue::Store);
+        // Rows 2.. of a [m, 1 + rows] transposed buffer, starting at column 1.
+        let stride = 1 + rows;
+        let mut t = vec![f32::NAN; m * stride];
+        let strides = Strides {
+            offset: 1,
+            row: 1,
+            col: stride,
+        };
+        lin.forward_strided(&x, &mut t, strides, Epilogue::Store);
+        for r in 0..rows {
+            for o in 0..m {
+                assert_eq!(t[o * stride + 1 + r].to_bits(), plain[r * m + o].to_bits());
+            }
+        }
+        assert!((0..m).all(|o| t[o * stride].is_nan()));
+    }
+
+    #[test]
+    fn rejects_inconsistent_shapes() {
+        let w = [0.0f32; 6];
+        assert!(Linear::f32(&w, None, 2, 3).is_some());
+        assert!(Linear::f32(&w, None, 3, 3).is_none());
+        assert!(Linear::f32(&w, Some(&[0.0; 3]), 2, 3).is_none());
+        assert!(Linear::f32(&[], None, 0, 0).is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! The caller-supplied workspace: its exact size and how the engine lays it out.
+//!
+//! The engine never allocates; every activation lives in one `&mut [u8]` the caller owns (a `static`
+//! on a device). All regions hold `f32`, so the buffer must be 4-byte aligned. With `N` patch tokens,
+//! `T = N + 1` tokens, width `D`, `H` heads, `R = min(ATTENTION_ROWS, T)`, patch `p`, `C` channels:
+//!
+//! | region    | f32 elements | holds |
+//! | --------- | ------------ | ----- |
+//! | `tokens`  | `N·D`        | the residual stream of the patch tokens (updated in place) |
+//! | `cls`     | `D`          | the class token (class-attention stage) |
+//! | `scratch` | max of below | reused by one phase at a time |
+//!
+//! `scratch`, by phase:
+//!
+//! | phase | uses |
+//! | ----- | ---- |
+//! | patch embedding | im2col'd patches, `C·p²` each: as many patches per pass as fit (at least 1) |
+//! | attention (SA and CA) | keys `D·T` (transposed), values `T·D`, logits `H·T`, weights `H·T`, input tile `R·D`, query tile `R·D` |
+//! | SA MLP | per token `D` (LN2 output) + `hidden` (fc1 output): as many tokens per pass as fit (at least 1) |
+//! | CA MLP | `D + hidden_token_only` (class token only) |
+//! | head | `2·D`: pooled features and one normalised token (avg pooling) |
+//!
+//! so `scratch = max(2·T·D + 2·H·T + 2·R·D, D + max(hidden, hidden_token_only), C·p², 2·D)`.
+//! The attention term dominates every CaiT: activation memory is `O(N·D)`. Attention is computed one
+//! query row at a time for all heads (`H·T` logits, `H·T` weights), never as an `[H, N, N]` tensor.
+//! The MLP runs on as many tokens as fit in the attention's (by then free) keys/values space, so its
+//! matmuls see large token blocks without needing any memory of their own.
+//!
+//! Only the first [`workspace_bytes`] bytes are used, so a larger buffer gives identical results.
+
+use cait_pack::{ModelConfig, Precision};
+
+use crate::Error;
+
+/// Query rows (and key/value rows) the attention projects per pass: weight reuse for q/k/v/proj
+/// against `2·R·D` floats of tile.
+pub(crate) const ATTENTION_ROWS: usize = 8;
+
+/// Required alignment of the workspace, in bytes (`align_of::<f32>()`).
+pub const WORKSPACE_ALIGN: usize = 4;
+
+const fn max(a: u128, b: u128) -> u128 {
+    if a > b { a } else { b }
+}
+
+/// f32 elements of the `scratch` region (see the module docs); u128 cannot overflow for u32 fields.
+/// Patch tokens `N` (0 for a zero patch size, which validation rejects).
+const fn patches(cfg: &ModelConfig) -> u128 {
+    let p = cfg.patch_size as u128;
+    match (
+        (cfg.img_size[0] as u128).checked_div(p),
+        (cfg.img_size[1] as u128).checked_div(p),
+    ) {
+        (Some(rows), Some(cols)) => rows * cols,
+        _ => 0,
+    }
+}
+
+const fn scratch_floats(cfg: &ModelConfig) -> u128 {
+    let p = cfg.patch_size as u128;
+    let n = patches(cfg);
+    let t = n + 1;
+    let d = cfg.embed_dim as u128;
+    let h = cfg.num_heads as u128;
+    let rows = if t < ATTENTION_ROWS as u128 {
+        t
+    } else {
+        ATTENTION_ROWS as u128
+    };
+    let attention = 2 * t * d + 2 * h * t + 2 * rows * d;
+    let mlp = d + max(
+        cfg.mlp_hidden_dim as u128,
+        cfg.mlp_hidden_dim_token_only as u128,
+    );
+    let patches = cfg.in_chans as u128 * p * p;
+    let head = 2 * d;
+    max(max(attention, mlp), max(patches, head))
+}
+
+/// Exact workspace bytes as a u128 (no overflow possible).
+const fn bytes_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
+    let n = patches(cfg);
+    let d = cfg.embed_dim as u128;
+    let floats = n * d + d + scratch_floats(cfg);
+    match precision {
+        // f16 packs compute in f32 with the same buffers. The int8 issue defines its own layout;
+        // until then it is sized like f32 (the engine rejects int8 packs).
+        Precision::F32 | Precision::F16 | Precision::Int8 => floats * 4,
+    }
+}
+
+/// The exact number of workspace bytes a forward pass of `cfg` needs at `precision`.
+///
+/// A `const fn`, so a firmware can size a `static` [`Workspace`] at compile time. A forward pass
+/// succeeds with exactly this many bytes and fails with [`Error::WorkspaceTooSmall`] with one fewer.
+/// Saturates at `usize::MAX` for a config too large for the address space (which
+/// [`Model::from_pack`](crate::Model::from_pack) rejects). The layout is in the [module
+/// docs](crate::workspace).
+pub const fn workspace_bytes(cfg: &ModelConfig, precision: Precision) -> usize {
+    let bytes = bytes_u128(cfg, precision);
+    if bytes > usize::MAX as u128 {
+        usize::MAX
+    } else {
+        bytes as usize
+    }
+}
+
+/// [`workspace_bytes`], or `None` when it does not fit in `usize`.
+pub(crate) fn checked_workspace_bytes(cfg: &ModelConfig, precision: Precision) -> Option<usize> {
+    usize::try_from(bytes_u128(cfg, precision)).ok()
+}
+
+/// The first `needed` bytes of `bytes` as f32s, or why not.
+pub(crate) fn as_floats(bytes: &mut [u8], needed: usize) -> Result<&mut [f32], Error> {
+    let got = bytes.len();
+    let bytes = bytes
+        .get_mut(..needed)
+        .ok_or(Error::WorkspaceTooSmall { needed, got })?;
+    bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::WorkspaceMisaligned {
+        align: WORKSPACE_ALIGN,
+    })
+}
+
+/// A 16-byte-aligned byte buffer for a workspace, sized at compile time by [`workspace_bytes`]
+/// (on a device, put it in a `static`, e.g. behind a `StaticCell` or a critical-section mutex):
+///
+/// ```
+/// use cait_core::{Workspace, workspace_bytes};
+/// use cait_pack::{GlobalPool, ModelConfig, Precision};
+///
+/// const CONFIG: ModelConfig = ModelConfig {
+///     img_size: [32, 32], patch_size: 8, in_chans: 3, num_classes: 10, embed_dim: 64, depth: 4,
+///     num_heads: 4, mlp_hidden_dim: 256, depth_token_only: 2, mlp_hidden_dim_token_only: 256,
+///     qkv_bias: true, global_pool: GlobalPool::Token,
+/// };
+/// const BYTES: usize = workspace_bytes(&CONFIG, Precision::F32);
+/// // N = 16 patches, T = 17 tokens: tokens N·D + cls D + scratch (2·T·D + 2·H·T + 2·8·D), in f32.
+/// const _: () = assert!(BYTES == 4 * (16 * 64 + 64 + 2 * 17 * 64 + 2 * 4 * 17 + 2 * 8 * 64));
+/// let mut workspace = Workspace::<BYTES>::new();
+/// let bytes: &mut [u8] = workspace.as_bytes_mut();   // pass to Model::forward
+/// # assert_eq!(bytes.len(), BYTES);
+/// ```
+#[repr(C, align(16))]
+pub struct Workspace<const N: usize> {
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Workspace<N> {
+    /// A zeroed workspace (usable in `static` initialisers).
+    pub const fn new() -> Self {
+        Workspace { bytes: [0; N] }
+    }
+
+    /// The bytes, to pass to [`Model::forward`](crate::Model::forward).
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl<const N: usize> Default for Workspace<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> core::fmt::Debug for Workspace<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Workspace<{N}>")
+    }
+}
+
+const _: () = assert!(core::mem::align_of::<Workspace<1>>() == 16);
+const _: () = assert!(core::mem::align_of::<f32>() <= WORKSPACE_ALIGN);

@@ -95,8 +95,13 @@ pub struct Checkpoint {
     /// Eval preprocessing (from `config.json`, the recognised variant's pretrained cfg, or timm's
     /// CaiT defaults).
     pub preprocess: Preprocess,
-    /// timm architecture name (`config.json`'s, else the recognised variant's).
+    /// The published timm variant these shapes are (`cait_xxs24_224` …), if any. A `config.json`
+    /// may name a variant while its `model_args` change the body; that name is in
+    /// [`timm_architecture`](Self::timm_architecture), not here.
     pub architecture: Option<String>,
+    /// `config.json`'s `architecture`: the timm factory that rebuilds this model with its
+    /// `model_args`.
+    pub timm_architecture: Option<String>,
     /// Class names, one per class, from `config.json`'s `label_names`.
     pub labels: Option<Vec<String>>,
     /// Exactly the tensors of `config.tensors()`, by timm key (wrapper prefixes stripped).
@@ -229,10 +234,8 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
         })?),
         None => None,
     };
-    let architecture = hub
-        .as_ref()
-        .and_then(|h| h.architecture.clone())
-        .or_else(|| variant.map(|v| v.name.to_string()));
+    let architecture = variant.map(|v| v.name.to_string());
+    let timm_architecture = hub.as_ref().and_then(|h| h.architecture.clone());
 
     let keys: Vec<String> = config.tensors().map(|t| t.id.to_string()).collect();
     let tensors = raw.read(&keys)?;
@@ -251,6 +254,7 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
         config,
         preprocess,
         architecture,
+        timm_architecture,
         labels,
         tensors,
         source: file,

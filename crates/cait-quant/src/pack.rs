@@ -48,6 +48,9 @@ pub fn write_pack_f32(ckpt: &Checkpoint) -> Result<Vec<u8>, ImportError> {
             },
         )
         .metadata("cait_edge_version", env!("CARGO_PKG_VERSION"));
+    if let Some(name) = &ckpt.timm_architecture {
+        w.metadata("timm_architecture", name);
+    }
 
     // `Checkpoint`'s fields are public: re-check what `load_checkpoint` guaranteed.
     let mut problems = Vec::new();

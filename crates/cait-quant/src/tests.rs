@@ -447,7 +447,9 @@ fn hub_directory_config_gives_pool_labels_and_preprocessing() {
         ConfigSource::HubConfig(dir.join("config.json"))
     );
     assert_eq!(ckpt.config.global_pool, GlobalPool::Avg);
-    assert_eq!(ckpt.architecture.as_deref(), Some("cait_xxs24_224"));
+    // config.json names the factory; the tiny body is not that published variant.
+    assert_eq!(ckpt.architecture, None);
+    assert_eq!(ckpt.timm_architecture.as_deref(), Some("cait_xxs24_224"));
     assert_eq!(
         ckpt.labels,
         Some(["a", "b", "c", "d", "e"].map(String::from).to_vec())
@@ -523,7 +525,11 @@ fn pack_round_trips_every_tensor_and_the_metadata() {
     let pack = Pack::parse(&bytes).unwrap();
     assert_eq!(*pack.config(), ckpt.config);
     assert_eq!(*pack.preprocess(), ckpt.preprocess);
-    assert_eq!(pack.architecture(), "cait_xxs24_224");
+    assert_eq!(pack.architecture(), "");
+    assert_eq!(
+        pack.metadata().get("timm_architecture"),
+        Some("cait_xxs24_224")
+    );
     assert_eq!(pack.labels().get(4), Some("e"));
     assert_eq!(pack.metadata().get("source"), Some("model.safetensors"));
     assert_eq!(pack.metadata().get("source_format"), Some("safetensors"));

@@ -1,1 +1,90 @@
-fn main() {}
+//! `cait`: inspect, quantize and run CaiT models on the host.
+//!
+//! A thin command-line layer over `cait-quant` (checkpoint import), `cait-pack` (the `.cait` format)
+//! and `cait-core` (the engine). Errors print one line and exit with status 1.
+
+mod classify;
+mod input;
+mod inspect;
+mod model;
+mod quantize;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Run pretrained CaiT vision transformers from timm checkpoints or `.cait` weight packs.
+#[derive(Parser)]
+#[command(name = "cait", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  \
+    cait inspect model.safetensors\n  \
+    cait quantize model.safetensors --precision f32 -o model.cait\n  \
+    cait classify --model model.cait cat.jpg --top-k 5")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a checkpoint or pack: architecture, parameters, precision, sizes, workspace bytes.
+    Inspect(inspect::Args),
+    /// Turn a timm checkpoint into a `.cait` weight pack.
+    Quantize(quantize::Args),
+    /// Classify images (PNG/JPEG) or a normalized `.npy` batch [N, C, H, W].
+    Classify(classify::Args),
+}
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The no_std cait-core engine (the same code that runs on the microcontroller).
+    Core,
+    /// The burn float reference on the CPU.
+    BurnCpu,
+    /// The burn float reference on a GPU through wgpu.
+    BurnWgpu,
+}
+
+impl Backend {
+    /// The name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Core => "core",
+            Backend::BurnCpu => "burn-cpu",
+            Backend::BurnWgpu => "burn-wgpu",
+        }
+    }
+}
+
+/// Options shared by every command that loads a model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A `.cait` pack, or a timm checkpoint (`model.safetensors`, a `.pth`, or a hub folder with
+    /// `config.json`).
+    #[arg(long, short = 'm', value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Head pooling of a checkpoint whose pooling cannot be read from a `config.json`
+    /// (shapes alone cannot tell token from avg).
+    #[arg(long, value_name = "POOL", value_parser = ["token", "avg"])]
+    pub global_pool: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Classify(args) => classify::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the context chain joined, outermost first.
+            let msg: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

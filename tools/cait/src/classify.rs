@@ -1,0 +1,115 @@
+//! `cait classify`: top-k predictions for images or a `.npy` batch.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use crate::input::load_inputs;
+use crate::model::{LoadedModel, Runner};
+use crate::{Backend, ModelArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files (PNG/JPEG, preprocessed as the model's pretrained cfg says) or `.npy` float32
+    /// batches [N, C, H, W] already normalized.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// How many of the most likely classes to report.
+    #[arg(long, short = 'k', default_value_t = 5)]
+    top_k: usize,
+    /// Print one JSON object: {"results": [{"logits": [...], "top_k": [{"class", "label", "prob"}]}]}.
+    #[arg(long)]
+    json: bool,
+    /// With --json, also include each input's pre-logits features (the pooled, normalized token
+    /// the head reads) as "features".
+    #[arg(long, requires = "json")]
+    features: bool,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Backend::Core)]
+    backend: Backend,
+}
+
+/// One top-k entry.
+pub struct Ranked {
+    pub class: usize,
+    pub prob: f64,
+}
+
+/// Softmax probabilities of the `k` largest logits, most likely first (ties: lower index first).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<Ranked> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let denom: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|class| Ranked {
+            class,
+            prob: (logits[class] as f64 - max).exp() / denom,
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let loaded = LoadedModel::load(&args.model)?;
+    let pack = loaded.pack()?;
+    let cfg = *pack.config();
+    let inputs = load_inputs(&args.inputs, &cfg, pack.preprocess())?;
+    let labels = pack.labels();
+    let label = |i: usize| labels.get(i).map(str::to_owned);
+    let mut runner = Runner::new(&pack, args.backend)?;
+
+    let mut results = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let pred = runner.run(&input.data)?;
+        let ranked = top_k(&pred.logits, args.top_k);
+        if args.json {
+            let top: Vec<_> = ranked
+                .iter()
+                .map(|r| json!({"class": r.class, "label": label(r.class), "prob": r.prob}))
+                .collect();
+            let mut result = json!({"logits": pred.logits, "top_k": top});
+            if args.features {
+                result["features"] = json!(pred.features);
+            }
+            results.push(result);
+        } else {
+            println!("{}", input.name);
+            println!("  {:>4}  {:>6}  {:>8}  label", "rank", "class", "prob");
+            for (rank, r) in ranked.iter().enumerate() {
+                println!(
+                    "  {:>4}  {:>6}  {:>7.2}%  {}",
+                    rank + 1,
+                    r.class,
+                    100.0 * r.prob,
+                    label(r.class).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&json!({ "results": results }))?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_normalises() {
+        let r = top_k(&[0.0, 2.0, 1.0, 2.0], 3);
+        assert_eq!(r.iter().map(|r| r.class).collect::<Vec<_>>(), [1, 3, 2]);
+        let total: f64 = top_k(&[0.0, 2.0, 1.0, 2.0], 4).iter().map(|r| r.prob).sum();
+        assert!((total - 1.0).abs() < 1e-12, "probabilities sum to {total}");
+        assert!((r[0].prob - r[1].prob).abs() < 1e-15);
+    }
+}

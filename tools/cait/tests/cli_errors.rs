@@ -1,0 +1,151 @@
+//! Bad input: one clear line on stderr, a non-zero exit, and nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cait(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cait"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tiny() -> PathBuf {
+    cait_tests::synth::fixtures_dir().join("tiny")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Fails with exit status 1 and a single `error: ` line containing every `needle`.
+fn assert_error(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected, got: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+}
+
+#[test]
+fn missing_model_file() {
+    let out = cait(&[
+        "classify",
+        "--model",
+        "/nonexistent/model.cait",
+        p(&tiny().join("input.npy")),
+    ]);
+    assert_error(&out, &["/nonexistent/model.cait", "no such file"]);
+}
+
+#[test]
+fn input_of_the_wrong_shape() {
+    // gray takes [N, 1, 28, 28]; tiny's input is [2, 3, 32, 32].
+    let gray = cait_tests::synth::fixtures_dir().join("gray/model.safetensors");
+    let out = cait(&[
+        "classify",
+        "--model",
+        p(&gray),
+        p(&tiny().join("input.npy")),
+    ]);
+    assert_error(&out, &["input.npy", "[2, 3, 32, 32]", "[N, 1, 28, 28]"]);
+}
+
+#[test]
+fn unreadable_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("broken.png");
+    std::fs::write(&img, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let out = cait(&[
+        "classify",
+        "--model",
+        p(&tiny().join("model.safetensors")),
+        p(&img),
+    ]);
+    assert_error(&out, &["broken.png"]);
+}
+
+#[test]
+fn a_file_that_is_not_a_model() {
+    let out = cait(&["inspect", p(&tiny().join("spec.json"))]);
+    assert_error(&out, &["spec.json"]);
+}
+
+#[test]
+fn corrupted_pack_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("tiny.cait");
+    let st = cait(&[
+        "quantize",
+        "--precision",
+        "f32",
+        "-o",
+        p(&pack),
+        p(&tiny().join("model.safetensors")),
+    ]);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+    let out = cait(&[
+        "classify",
+        "--model",
+        p(&pack),
+        p(&tiny().join("input.npy")),
+    ]);
+    assert_error(&out, &["tiny.cait", "checksum"]);
+
+    bytes.truncate(100);
+    std::fs::write(&pack, &bytes).unwrap();
+    let out = cait(&["inspect", p(&pack)]);
+    assert_error(&out, &["tiny.cait"]);
+}
+
+#[test]
+fn precision_is_required_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("x.cait");
+    let ckpt = tiny().join("model.safetensors");
+    let out = cait(&["quantize", "-o", p(&out_path), p(&ckpt)]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--precision"));
+    let out = cait(&[
+        "quantize",
+        "--precision",
+        "int4",
+        "-o",
+        p(&out_path),
+        p(&ckpt),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out_path.exists(), "nothing may be written on error");
+}
+
+#[test]
+fn unavailable_backend_is_named() {
+    let out = cait(&[
+        "classify",
+        "--backend",
+        "burn-wgpu",
+        "--model",
+        p(&tiny().join("model.safetensors")),
+        p(&tiny().join("input.npy")),
+    ]);
+    assert_error(&out, &["burn-wgpu"]);
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the suite needs, then runs it.
+# This is the README's test command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the suite needs (none yet for the host tests; the firmware, burn/wgpu and accuracy
+# issues add qemu-system-arm, mesa-vulkan-drivers and dataset-fashion-mnist here).
+APT_PACKAGES=()
+if ((${#APT_PACKAGES[@]})); then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+      echo "tools/test.sh: please install: ${missing[*]} (apt-get install -y ${missing[*]})" >&2
+      exit 1
+    fi
+  fi
+fi
+
+# The toolchain and the thumbv7em target come from rust-toolchain.toml.
+rustup show active-toolchain >/dev/null
+rustup target add thumbv7em-none-eabihf >/dev/null
+
+echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
+cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
+
+echo "== tests"
+cargo test -q --workspace
+
+echo "== doc tests and lints"
+cargo clippy -q --workspace --all-targets -- -D warnings
+cargo fmt --all -- --check
+echo "tools/test.sh: all passed"

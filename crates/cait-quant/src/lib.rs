@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+pub mod data;
 mod error;
 mod hub_config;
 mod infer;

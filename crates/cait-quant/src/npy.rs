@@ -323,8 +323,28 @@ pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
 
 /// The bytes of a `.npy` file holding `data` with `shape`; `None` if they disagree.
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Option<Vec<u8>> {
-    let elems = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-    if elems != data.len() {
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode(shape, "<f4", data.len(), &payload)
+}
+
+/// The bytes of a 1-D int64 `.npy` file (labels, predictions).
+pub fn encode_i64(data: &[i64]) -> Vec<u8> {
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode(&[data.len()], "<i8", data.len(), &payload).expect("a 1-D shape always fits its data")
+}
+
+/// Writes `labels` as a 1-D int64 `.npy` (what `read_labels` and `cait eval --labels` read).
+pub fn write_labels(path: impl AsRef<Path>, labels: &[i64]) -> Result<(), NpyError> {
+    let path = path.as_ref();
+    std::fs::write(path, encode_i64(labels)).map_err(|source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A `.npy` v1 (v2 for huge headers) file: header for `descr` and `shape`, then `payload`.
+fn encode(shape: &[usize], descr: &str, elems: usize, payload: &[u8]) -> Option<Vec<u8>> {
+    if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))? != elems {
         return None;
     }
     let dims = match shape {
@@ -334,7 +354,7 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Option<Vec<u8>> {
             format!("({})", parts.join(", "))
         }
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // numpy pads magic + version + length + header + '\n' to a multiple of 64 bytes.
     let (version, len_bytes) = if header.len() + 1 + 10 <= u16::MAX as usize {
         (1u8, 2usize)
@@ -347,7 +367,7 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Option<Vec<u8>> {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(total + data.len() * 4);
+    let mut out = Vec::with_capacity(total + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {
@@ -356,9 +376,7 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Option<Vec<u8>> {
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(payload);
     Some(out)
 }
 

@@ -4,9 +4,11 @@
 //! and `cait-core` (the engine). Errors print one line and exit with status 1.
 
 mod classify;
+mod eval;
 mod input;
 mod inspect;
 mod model;
+mod progress;
 mod quantize;
 
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(after_help = "Examples:\n  \
     cait inspect model.safetensors\n  \
     cait quantize model.safetensors --precision f32 -o model.cait\n  \
-    cait classify --model model.cait cat.jpg --top-k 5")]
+    cait classify --model model.cait cat.jpg --top-k 5\n  \
+    cait eval --model model.cait --data /usr/share/datasets/fashion-mnist")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +37,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Classify images (PNG/JPEG) or a normalized `.npy` batch [N, C, H, W].
     Classify(classify::Args),
+    /// Top-1/top-5 accuracy on a labelled dataset (Fashion-MNIST IDX, .npy + labels, image folder).
+    Eval(eval::Args),
 }
 
 /// Where a model runs.
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Classify(args) => classify::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

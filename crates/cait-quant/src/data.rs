@@ -1,0 +1,748 @@
+//! Datasets and image preprocessing shared by evaluation, calibration and training.
+//!
+//! Three sources, told apart by what the path is:
+//! - a `.npy` float32 batch `[N, C, H, W]`, already normalized, with labels from a separate `.npy`;
+//! - a Fashion-MNIST / MNIST IDX folder (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`, the
+//!   layout of Debian's `dataset-fashion-mnist` in `/usr/share/datasets/fashion-mnist`);
+//! - an image folder with one sub-folder per class (class index = position in sorted name order,
+//!   as torchvision's `ImageFolder` does), every image preprocessed as the model's cfg says.
+//!
+//! Preprocessing is timm's eval transform: resize the shorter side to `size / crop_pct` with the
+//! cfg's interpolation, center-crop to the input size, scale to `[0, 1]`, normalize by mean/std.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cait_pack::{Interpolation, ModelConfig, Preprocess};
+use image::imageops::FilterType;
+
+use crate::npy::{self, NpyError};
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Which half of a dataset that has both (IDX folders); ignored by the other sources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Split {
+    /// The training images.
+    Train,
+    /// The held-out test images.
+    #[default]
+    Test,
+}
+
+/// How to read a dataset.
+#[derive(Clone, Debug, Default)]
+pub struct DataOptions {
+    /// Train or test split (IDX folders).
+    pub split: Split,
+    /// Labels of a `.npy` batch: a 1-D integer `.npy` of length N.
+    pub labels: Option<PathBuf>,
+    /// Keep only the first `limit` samples.
+    pub limit: Option<usize>,
+}
+
+/// Normalized images ready for a model, with labels when the source has them.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// `n` images of `sample_shape`, row-major, normalized.
+    pub images: Vec<f32>,
+    /// One label per image.
+    pub labels: Option<Vec<u32>>,
+    /// Number of images.
+    pub n: usize,
+    /// `[C, H, W]` of one image.
+    pub sample_shape: [usize; 3],
+    /// Class names when the source names its classes (IDX: Fashion-MNIST's; folders: sub-folder names).
+    pub class_names: Option<Vec<String>>,
+}
+
+impl Dataset {
+    /// Elements of one image.
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// Image `i`, `[C, H, W]`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let len = self.sample_len();
+        &self.images[i * len..(i + 1) * len]
+    }
+}
+
+/// Why a dataset could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The path could not be read.
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The path is none of the supported dataset layouts.
+    NotADataset {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An IDX file is malformed.
+    BadIdx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The images do not have the model's input shape.
+    ShapeMismatch {
+        /// The file or folder.
+        path: PathBuf,
+        /// `[C, H, W]` found.
+        found: Vec<usize>,
+        /// `[C, H, W]` the model takes.
+        expected: [usize; 3],
+    },
+    /// Labels do not fit the images or the model.
+    BadLabels {
+        /// The labels file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An image could not be decoded or preprocessed.
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.npy` file could not be read.
+    Npy(NpyError),
+    /// The dataset holds no images.
+    Empty {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DataError::NotADataset { path } => write!(
+                f,
+                "{}: not a dataset (expected a .npy batch, a Fashion-MNIST IDX folder, or a folder with one sub-folder of images per class)",
+                path.display()
+            ),
+            DataError::BadIdx { path, reason } => {
+                write!(f, "{}: bad IDX file: {reason}", path.display())
+            }
+            DataError::ShapeMismatch {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{}: images are {found:?} (C, H, W) but the model takes {expected:?}",
+                path.display()
+            ),
+            DataError::BadLabels { path, reason } => {
+                write!(f, "{}: bad labels: {reason}", path.display())
+            }
+            DataError::Image { path, reason } => write!(f, "{}: {reason}", path.display()),
+            DataError::Npy(e) => write!(f, "{e}"),
+            DataError::Empty { path } => {
+                write!(f, "{}: the dataset holds no images", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataError::Io { source, .. } => Some(source),
+            DataError::Npy(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<NpyError> for DataError {
+    fn from(e: NpyError) -> Self {
+        DataError::Npy(e)
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn model_shape(cfg: &ModelConfig) -> [usize; 3] {
+    [
+        cfg.in_chans as usize,
+        cfg.img_size[0] as usize,
+        cfg.img_size[1] as usize,
+    ]
+}
+
+/// Reads the dataset at `path` for a model with `cfg` and preprocessing `pre`.
+pub fn load(
+    path: &Path,
+    opts: &DataOptions,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Dataset, DataError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let mut data = if meta.is_file() {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        {
+            load_npy(path, opts.labels.as_deref(), cfg)?
+        } else {
+            return Err(DataError::NotADataset {
+                path: path.to_path_buf(),
+            });
+        }
+    } else if let Some(files) = idx_files(path, opts.split) {
+        load_idx(&files.0, &files.1, opts.limit, cfg, pre)?
+    } else {
+        load_image_folder(path, opts.limit, cfg, pre)?
+    };
+    if let Some(limit) = opts.limit
+        && limit < data.n
+    {
+        data.n = limit;
+        data.images.truncate(limit * data.sample_len());
+        if let Some(labels) = &mut data.labels {
+            labels.truncate(limit);
+        }
+    }
+    if data.n == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(labels) = &data.labels
+        && let Some(&bad) = labels.iter().find(|&&l| l >= cfg.num_classes)
+    {
+        return Err(DataError::BadLabels {
+            path: opts.labels.clone().unwrap_or_else(|| path.to_path_buf()),
+            reason: format!(
+                "label {bad} is out of range for a {}-class model",
+                cfg.num_classes
+            ),
+        });
+    }
+    Ok(data)
+}
+
+fn load_npy(path: &Path, labels: Option<&Path>, cfg: &ModelConfig) -> Result<Dataset, DataError> {
+    let (shape, images) = npy::read_f32(path)?;
+    let want = model_shape(cfg);
+    let n = match shape.as_slice() {
+        [n, c, h, w] if [*c, *h, *w] == want => *n,
+        _ => {
+            return Err(DataError::ShapeMismatch {
+                path: path.to_path_buf(),
+                found: shape,
+                expected: want,
+            });
+        }
+    };
+    let labels = match labels {
+        None => None,
+        Some(lp) => {
+            let raw = npy::read_labels(lp)?;
+            if raw.len() != n {
+                return Err(DataError::BadLabels {
+                    path: lp.to_path_buf(),
+                    reason: format!("{} labels for {n} images", raw.len()),
+                });
+            }
+            let mut out = Vec::with_capacity(n);
+            for l in raw {
+                out.push(u32::try_from(l).map_err(|_| DataError::BadLabels {
+                    path: lp.to_path_buf(),
+                    reason: format!("negative or huge label {l}"),
+                })?);
+            }
+            Some(out)
+        }
+    };
+    Ok(Dataset {
+        images,
+        labels,
+        n,
+        sample_shape: want,
+        class_names: None,
+    })
+}
+
+/// `(images, labels)` of an IDX folder's split, if `dir` is one.
+fn idx_files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let find = |stem: &str| {
+        [
+            format!("{prefix}-{stem}-ubyte"),
+            format!("{prefix}-{stem}-ubyte.gz"),
+        ]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    };
+    Some((find("images-idx3")?, find("labels-idx1")?))
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(io(path))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::BadIdx {
+                path: path.to_path_buf(),
+                reason: format!("gzip: {e}"),
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX file of unsigned bytes: returns its dimensions and data.
+fn parse_idx(path: &Path, bytes: &[u8], rank: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let bad = |reason: String| DataError::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(bad(format!(
+            "{} bytes is shorter than its header",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
+        return Err(bad(format!(
+            "magic {:02x?} is not unsigned-byte data of rank {rank}",
+            &bytes[..4]
+        )));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| {
+            let o = 4 + 4 * i;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect();
+    let len = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("dimensions overflow".into()))?;
+    if bytes.len() - header != len {
+        return Err(bad(format!(
+            "dimensions {dims:?} need {len} data bytes, found {}",
+            bytes.len() - header
+        )));
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+fn load_idx(
+    images: &Path,
+    labels: &Path,
+    limit: Option<usize>,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Dataset, DataError> {
+    let (dims, pixels) = parse_idx(images, &read_maybe_gz(images)?, 3)?;
+    let (ldims, raw_labels) = parse_idx(labels, &read_maybe_gz(labels)?, 1)?;
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    if ldims[0] != n {
+        return Err(DataError::BadLabels {
+            path: labels.to_path_buf(),
+            reason: format!("{} labels for {n} images", ldims[0]),
+        });
+    }
+    let want = model_shape(cfg);
+    // Grayscale feeds 1-channel models as is and 3-channel models replicated, as PIL's RGB
+    // conversion of an "L" image does.
+    if (want[0] != 1 && want[0] != 3) || [want[1], want[2]] != [h, w] {
+        return Err(DataError::ShapeMismatch {
+            path: images.to_path_buf(),
+            found: vec![1, h, w],
+            expected: want,
+        });
+    }
+    let n = limit.map_or(n, |l| l.min(n));
+    let (mean, std) = norm(pre, want[0]);
+    let mut out = Vec::with_capacity(n * want.iter().product::<usize>());
+    for img in pixels.chunks_exact(h * w).take(n) {
+        for c in 0..want[0] {
+            out.extend(img.iter().map(|&p| (p as f32 / 255.0 - mean[c]) / std[c]));
+        }
+    }
+    Ok(Dataset {
+        images: out,
+        labels: Some(raw_labels[..n].iter().map(|&l| l as u32).collect()),
+        n,
+        sample_shape: want,
+        class_names: Some(
+            FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+    })
+}
+
+/// Per-channel mean and std for `chans` channels (a single recorded entry applies to all).
+fn norm(pre: &Preprocess, chans: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = pre.norm_channels as usize;
+    (0..chans)
+        .map(|c| match n {
+            0 => (0.0, 1.0),
+            1 => (pre.mean[0], pre.std[0]),
+            _ => (pre.mean[c.min(n - 1)], pre.std[c.min(n - 1)]),
+        })
+        .unzip()
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+fn load_image_folder(
+    dir: &Path,
+    limit: Option<usize>,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Dataset, DataError> {
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::NotADataset {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    let mut names = Vec::new();
+    'classes: for (label, class_dir) in classes.iter().enumerate() {
+        names.push(
+            class_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let mut files: Vec<PathBuf> = std::fs::read_dir(class_dir)
+            .map_err(io(class_dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            if limit.is_some_and(|l| labels.len() >= l) {
+                break 'classes;
+            }
+            images.extend(load_image(&file, cfg, pre)?);
+            labels.push(label as u32);
+        }
+    }
+    Ok(Dataset {
+        n: labels.len(),
+        images,
+        labels: Some(labels),
+        sample_shape: model_shape(cfg),
+        class_names: Some(names),
+    })
+}
+
+/// Decodes and preprocesses one image file (PNG or JPEG) for the model.
+pub fn load_image(path: &Path, cfg: &ModelConfig, pre: &Preprocess) -> Result<Vec<f32>, DataError> {
+    let err = |reason: String| DataError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(io(path))?
+        .with_guessed_format()
+        .map_err(io(path))?
+        .decode()
+        .map_err(|e| err(format!("not a readable image: {e}")))?;
+    preprocess(&img, cfg, pre).map_err(err)
+}
+
+/// timm's eval transform on a decoded image, giving `[C, H, W]` for `cfg`.
+///
+/// Single-channel models take PIL's "L" conversion; 3-channel models the RGB conversion (a
+/// grayscale image is replicated, as timm's `convert('RGB')` does); 2 or 4 channels take RGBA's first
+/// channels.
+pub fn preprocess(
+    img: &image::DynamicImage,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Vec<f32>, String> {
+    let [out_h, out_w] = cfg.img_size;
+    let chans = cfg.in_chans as usize;
+    if !(1..=4).contains(&chans) {
+        return Err(format!(
+            "images can feed models with 1 to 4 input channels; this one has {chans}"
+        ));
+    }
+    let crop_pct = if pre.crop_pct > 0.0 && pre.crop_pct.is_finite() {
+        pre.crop_pct as f64
+    } else {
+        1.0
+    };
+    // timm: a square input resizes the shorter side to floor(size / crop_pct) keeping the aspect
+    // ratio; a non-square input resizes to exactly (floor(h / crop_pct), floor(w / crop_pct)).
+    let (w, h) = (img.width().max(1) as u64, img.height().max(1) as u64);
+    let (rw, rh) = if out_h == out_w {
+        let target = (out_h as f64 / crop_pct).floor() as u64;
+        if w <= h {
+            (target, target * h / w)
+        } else {
+            (target * w / h, target)
+        }
+    } else {
+        (
+            (out_w as f64 / crop_pct).floor() as u64,
+            (out_h as f64 / crop_pct).floor() as u64,
+        )
+    };
+    let (rw, rh) = (
+        u32::try_from(rw).unwrap_or(u32::MAX).max(out_w),
+        u32::try_from(rh).unwrap_or(u32::MAX).max(out_h),
+    );
+    let filter = match pre.interpolation {
+        Interpolation::Nearest => FilterType::Nearest,
+        Interpolation::Bilinear => FilterType::Triangle,
+        Interpolation::Bicubic => FilterType::CatmullRom,
+    };
+    let resized = if (rw, rh) == (img.width(), img.height()) {
+        img.clone()
+    } else {
+        img.resize_exact(rw, rh, filter)
+    };
+    // Center crop, rounding the offset as torchvision does.
+    let left = ((resized.width() - out_w) as f64 / 2.0).round() as u32;
+    let top = ((resized.height() - out_h) as f64 / 2.0).round() as u32;
+    let cropped = resized.crop_imm(left, top, out_w, out_h);
+
+    let planes: Vec<Vec<u8>> = match chans {
+        1 => vec![cropped.to_luma8().into_raw()],
+        3 => {
+            let rgb = cropped.to_rgb8();
+            (0..3)
+                .map(|c| rgb.pixels().map(|p| p.0[c]).collect())
+                .collect()
+        }
+        _ => {
+            let rgba = cropped.to_rgba8();
+            (0..chans)
+                .map(|c| rgba.pixels().map(|p| p.0[c]).collect())
+                .collect()
+        }
+    };
+    let (mean, std) = norm(pre, chans);
+    let mut out = Vec::with_capacity(chans * (out_h * out_w) as usize);
+    for (c, plane) in planes.iter().enumerate() {
+        out.extend(plane.iter().map(|&v| (v as f32 / 255.0 - mean[c]) / std[c]));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cait_pack::GlobalPool;
+
+    fn gray28() -> (ModelConfig, Preprocess) {
+        let cfg = ModelConfig {
+            img_size: [28, 28],
+            patch_size: 4,
+            in_chans: 1,
+            num_classes: 10,
+            embed_dim: 16,
+            depth: 1,
+            num_heads: 2,
+            mlp_hidden_dim: 32,
+            depth_token_only: 1,
+            mlp_hidden_dim_token_only: 32,
+            qkv_bias: true,
+            global_pool: GlobalPool::Token,
+        };
+        let mut pre = Preprocess::imagenet([1, 28, 28]);
+        pre.norm_channels = 1;
+        pre.mean[0] = 0.25;
+        pre.std[0] = 0.5;
+        (cfg, pre)
+    }
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend(data);
+        out
+    }
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn idx_folder_normalizes_and_limits() {
+        let (cfg, pre) = gray28();
+        let dir = tmp();
+        let pixels: Vec<u8> = (0..3 * 784).map(|i| (i % 256) as u8).collect();
+        std::fs::write(
+            dir.path().join("t10k-images-idx3-ubyte"),
+            idx(&[3, 28, 28], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("t10k-labels-idx1-ubyte"),
+            idx(&[3], &[9, 0, 4]),
+        )
+        .unwrap();
+        let opts = DataOptions {
+            limit: Some(2),
+            ..DataOptions::default()
+        };
+        let d = load(dir.path(), &opts, &cfg, &pre).unwrap();
+        assert_eq!((d.n, d.sample_shape), (2, [1, 28, 28]));
+        assert_eq!(d.labels.as_deref(), Some(&[9, 0][..]));
+        assert_eq!(d.image(1)[0], (pixels[784] as f32 / 255.0 - 0.25) / 0.5);
+        assert_eq!(d.class_names.as_ref().unwrap()[9], "Ankle boot");
+        // The train split is absent here.
+        let opts = DataOptions {
+            split: Split::Train,
+            ..DataOptions::default()
+        };
+        assert!(matches!(
+            load(dir.path(), &opts, &cfg, &pre),
+            Err(DataError::NotADataset { .. })
+        ));
+    }
+
+    #[test]
+    fn idx_errors_are_typed() {
+        let (cfg, pre) = gray28();
+        let dir = tmp();
+        let img = dir.path().join("t10k-images-idx3-ubyte");
+        let lab = dir.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&lab, idx(&[1], &[3])).unwrap();
+        // 32x32 images for a 28x28 model.
+        std::fs::write(&img, idx(&[1, 32, 32], &[0; 1024])).unwrap();
+        let e = load(dir.path(), &DataOptions::default(), &cfg, &pre).unwrap_err();
+        assert!(matches!(e, DataError::ShapeMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("[1, 32, 32]"), "{e}");
+        // Truncated data.
+        std::fs::write(&img, idx(&[1, 28, 28], &[0; 100])).unwrap();
+        let e = load(dir.path(), &DataOptions::default(), &cfg, &pre).unwrap_err();
+        assert!(matches!(e, DataError::BadIdx { .. }), "{e}");
+        // A label beyond the model's classes.
+        std::fs::write(&img, idx(&[1, 28, 28], &[0; 784])).unwrap();
+        std::fs::write(&lab, idx(&[1], &[10])).unwrap();
+        let e = load(dir.path(), &DataOptions::default(), &cfg, &pre).unwrap_err();
+        assert!(matches!(e, DataError::BadLabels { .. }), "{e}");
+    }
+
+    #[test]
+    fn npy_batch_with_labels() {
+        let (cfg, pre) = gray28();
+        let dir = tmp();
+        let x = dir.path().join("x.npy");
+        npy::write_f32(&x, &[2, 1, 28, 28], &vec![0.5; 2 * 784]).unwrap();
+        let y = dir.path().join("y.npy");
+        npy::write_labels(&y, &[3, 7]).unwrap();
+        let opts = DataOptions {
+            labels: Some(y.clone()),
+            ..DataOptions::default()
+        };
+        let d = load(&x, &opts, &cfg, &pre).unwrap();
+        assert_eq!(d.labels.as_deref(), Some(&[3, 7][..]));
+        npy::write_labels(&y, &[3]).unwrap();
+        assert!(matches!(
+            load(&x, &opts, &cfg, &pre),
+            Err(DataError::BadLabels { .. })
+        ));
+        npy::write_f32(&x, &[2, 3, 28, 28], &vec![0.5; 6 * 784]).unwrap();
+        assert!(matches!(
+            load(&x, &DataOptions::default(), &cfg, &pre),
+            Err(DataError::ShapeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn image_folder_classes_in_name_order() {
+        let (cfg, pre) = gray28();
+        let dir = tmp();
+        for (class, value) in [("b_bag", 200u8), ("a_shirt", 10)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            image::GrayImage::from_pixel(28, 28, image::Luma([value]))
+                .save(dir.path().join(class).join("0.png"))
+                .unwrap();
+        }
+        let d = load(dir.path(), &DataOptions::default(), &cfg, &pre).unwrap();
+        assert_eq!(d.class_names.as_deref().unwrap(), ["a_shirt", "b_bag"]);
+        assert_eq!(d.labels.as_deref(), Some(&[0, 1][..]));
+        // Same size in and out: no resampling, exact normalization.
+        assert_eq!(d.image(1)[0], (200.0 / 255.0 - 0.25) / 0.5);
+        let empty = tmp();
+        assert!(matches!(
+            load(empty.path(), &DataOptions::default(), &cfg, &pre),
+            Err(DataError::NotADataset { .. })
+        ));
+    }
+
+    #[test]
+    fn preprocess_resizes_shorter_side_and_center_crops() {
+        let (cfg, pre) = gray28();
+        // 56 x 112 (w x h): the shorter side becomes 28, the long side 56, then a center crop.
+        let img = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(56, 112, |_, y| {
+            image::Luma([if (20..92).contains(&y) { 255 } else { 0 }])
+        }));
+        let out = preprocess(&img, &cfg, &pre).unwrap();
+        assert_eq!(out.len(), 784);
+        let white = (1.0 - 0.25) / 0.5;
+        // The crop keeps rows 28..84 of the original; the white band (20..92) covers them and the
+        // bicubic kernel's reach, so every output pixel is white. A wrong crop offset or a resize
+        // of the long side instead would bring black rows in.
+        assert!(
+            out.iter().all(|&v| (v - white).abs() < 1e-6),
+            "{:?}",
+            &out[..28]
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! `cait eval` on a labelled `.npy` batch and `cait classify` on PNG files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cait_tests::synth;
+
+fn cait(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_cait"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cait {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fixture(name: &str) -> PathBuf {
+    synth::fixtures_dir().join(name)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// With timm's own predictions as labels the model must score 100% top-1, and the saved logits
+/// must be the ones `classify` prints.
+#[test]
+fn eval_scores_against_labels_and_saves_logits() {
+    let dir = fixture("gray");
+    let (shape, timm) = synth::read_npy_f32(&dir.join("logits.npy")).unwrap();
+    let classes = shape[1];
+    let mut labels: Vec<i64> = timm.chunks(classes).map(|r| argmax(r) as i64).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = tmp.path().join("labels.npy");
+    cait_quant::npy::write_labels(&lp, &labels).unwrap();
+    let saved = tmp.path().join("logits.npy");
+    let model = dir.join("model.safetensors");
+    let input = dir.join("input.npy");
+    let out = cait(&[
+        "eval",
+        "--json",
+        "--model",
+        p(&model),
+        "--data",
+        p(&input),
+        "--labels",
+        p(&lp),
+        "--save-logits",
+        p(&saved),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"], shape[0]);
+    assert_eq!(v["top1"], 1.0);
+    assert_eq!(v["top5"], 1.0);
+    let (sshape, logits) = cait_quant::npy::read_f32(&saved).unwrap();
+    assert_eq!(sshape, shape);
+    let max_err = logits
+        .iter()
+        .zip(&timm)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        max_err <= 1e-4,
+        "saved logits differ from timm's by {max_err:e}"
+    );
+
+    // A wrong label on one of the two images halves top-1; --confusion reports where it went.
+    labels[0] = (labels[0] + 1) % classes as i64;
+    cait_quant::npy::write_labels(&lp, &labels).unwrap();
+    let out = cait(&[
+        "eval",
+        "--json",
+        "--confusion",
+        "--model",
+        p(&model),
+        "--data",
+        p(&input),
+        "--labels",
+        p(&lp),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top1"], 0.5);
+    let predicted = argmax(&timm[..classes]);
+    assert_eq!(v["confusion"][labels[0] as usize][predicted], 1);
+}
+
+/// A PNG at the model's size needs no resampling, so classifying it must equal classifying the
+/// `.npy` of its normalized pixels, bit for bit.
+#[test]
+fn png_input_is_normalized_like_the_pretrained_cfg() {
+    let dir = fixture("gray"); // 28x28, 1 channel, mean 0.449, std 0.226 (timm's 1-channel rule)
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("digit.png");
+    let img =
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 5) % 256) as u8]));
+    img.save(&png).unwrap();
+    let normalized: Vec<f32> = img
+        .pixels()
+        .map(|px| (px.0[0] as f32 / 255.0 - 0.449) / 0.226)
+        .collect();
+    let npy = tmp.path().join("digit.npy");
+    cait_quant::npy::write_f32(&npy, &[1, 1, 28, 28], &normalized).unwrap();
+    let model = dir.join("model.safetensors");
+    let from_png: serde_json::Value = serde_json::from_slice(
+        &cait(&["classify", "--json", "--model", p(&model), p(&png)]).stdout,
+    )
+    .unwrap();
+    let from_npy: serde_json::Value = serde_json::from_slice(
+        &cait(&["classify", "--json", "--model", p(&model), p(&npy)]).stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        from_png["results"][0]["logits"],
+        from_npy["results"][0]["logits"]
+    );
+
+    // A larger RGB photo-like image is resized, cropped and converted to one channel.
+    let big = tmp.path().join("big.png");
+    image::RgbImage::from_fn(90, 60, |x, y| image::Rgb([x as u8, y as u8, 128]))
+        .save(&big)
+        .unwrap();
+    let out = cait(&[
+        "classify",
+        "--json",
+        "--top-k",
+        "2",
+        "--model",
+        p(&model),
+        p(&big),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["logits"].as_array().unwrap().len(), 7);
+    assert_eq!(v["results"][0]["top_k"].as_array().unwrap().len(), 2);
+}

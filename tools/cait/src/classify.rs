@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::input::load_inputs;
@@ -17,6 +17,10 @@ pub struct Args {
     /// batches [N, C, H, W] already normalized.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+    /// Class names to report instead of the model's: a text file with one name per line, or a
+    /// JSON list.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// How many of the most likely classes to report.
     #[arg(long, short = 'k', default_value_t = 5)]
     top_k: usize,
@@ -62,8 +66,15 @@ pub fn run(args: Args) -> Result<()> {
     let pack = loaded.pack()?;
     let cfg = *pack.config();
     let inputs = load_inputs(&args.inputs, &cfg, pack.preprocess())?;
+    let own = match &args.labels {
+        Some(path) => Some(read_labels(path, cfg.logits_len())?),
+        None => None,
+    };
     let labels = pack.labels();
-    let label = |i: usize| labels.get(i).map(str::to_owned);
+    let label = |i: usize| match &own {
+        Some(names) => names.get(i).cloned(),
+        None => labels.get(i).map(str::to_owned),
+    };
     let mut runner = Runner::new(&pack, args.backend)?;
 
     let mut results = Vec::with_capacity(inputs.len());
@@ -98,6 +109,28 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&json!({ "results": results }))?);
     }
     Ok(())
+}
+
+/// Class names from a text file (one per line) or a JSON list; exactly `classes` of them.
+fn read_labels(path: &std::path::Path, classes: usize) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read labels", path.display()))?;
+    let names: Vec<String> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON list of strings", path.display()))?
+    } else {
+        text.lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect()
+    };
+    if names.len() != classes {
+        bail!(
+            "{}: {} labels for a model with {classes} classes",
+            path.display(),
+            names.len()
+        );
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

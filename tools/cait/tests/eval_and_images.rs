@@ -146,3 +146,42 @@ fn png_input_is_normalized_like_the_pretrained_cfg() {
     assert_eq!(v["results"][0]["logits"].as_array().unwrap().len(), 7);
     assert_eq!(v["results"][0]["top_k"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn labels_file_names_the_classes() {
+    let dir = fixture("gray");
+    let tmp = tempfile::tempdir().unwrap();
+    let names = tmp.path().join("names.txt");
+    std::fs::write(&names, "zero\none\ntwo\nthree\nfour\nfive\nsix\n").unwrap();
+    let model = dir.join("model.safetensors");
+    let input = dir.join("input.npy");
+    let out = cait(&[
+        "classify",
+        "--json",
+        "--labels",
+        p(&names),
+        "--model",
+        p(&model),
+        p(&input),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = &v["results"][0]["top_k"][0];
+    let words = ["zero", "one", "two", "three", "four", "five", "six"];
+    assert_eq!(top["label"], words[top["class"].as_u64().unwrap() as usize]);
+
+    // Six names for seven classes is refused with a clear message.
+    std::fs::write(&names, "a\nb\nc\nd\ne\nf\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cait"))
+        .args([
+            "classify",
+            "--labels",
+            p(&names),
+            "--model",
+            p(&model),
+            p(&input),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6 labels for a model with 7 classes"));
+}

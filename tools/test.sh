@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs (none yet for the host tests; the firmware, burn/wgpu and accuracy
 # issues add qemu-system-arm, mesa-vulkan-drivers and dataset-fashion-mnist here).
-APT_PACKAGES=()
+APT_PACKAGES=(qemu-system-arm)
 if ((${#APT_PACKAGES[@]})); then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -9,6 +9,7 @@ mod input;
 mod inspect;
 mod model;
 mod progress;
+mod qemu;
 mod quantize;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ enum Command {
     Classify(classify::Args),
     /// Top-1/top-5 accuracy on a labelled dataset (Fashion-MNIST IDX, .npy + labels, image folder).
     Eval(eval::Args),
+    /// Build the Cortex-M firmware with a pack and images, run it in qemu-system-arm, report the
+    /// device's logits, instructions, RAM and flash.
+    Qemu(qemu::Args),
 }
 
 /// Where a model runs.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Qemu(args) => qemu::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

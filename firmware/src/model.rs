@@ -1,0 +1,63 @@
+//! The linked pack, the linked input images and the workspace, all fixed at build time.
+//!
+//! `build.rs` reads the pack's header and generates [`CONFIG`], [`PRECISION`] and the sizes below,
+//! so the workspace is a `static` sized by `cait_core::workspace_bytes`. The pack is placed in a
+//! 64-byte aligned section: `.rodata` (the code memory) when it fits, else `.psram_rodata` (PSRAM).
+
+#[cfg(not(cait_no_pack))]
+use core::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(not(cait_no_pack))]
+use cait_core::{Workspace, workspace_bytes};
+
+include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// 64-byte alignment for linked blobs: the pack's tensors are 64-aligned from its start
+/// (`cait_pack::DATA_ALIGN`), so the pack itself must be too.
+#[repr(C, align(64))]
+pub struct Aligned<T: ?Sized>(pub T);
+
+#[cfg(not(cait_no_pack))]
+const _: () = assert!(core::mem::align_of::<Aligned<[u8; 1]>>() == cait_pack::DATA_ALIGN);
+
+#[cfg(not(cait_no_pack))]
+#[cfg_attr(cait_pack_psram, unsafe(link_section = ".psram_rodata.cait_pack"))]
+#[cfg_attr(not(cait_pack_psram), unsafe(link_section = ".rodata.cait_pack"))]
+static PACK: Aligned<[u8; PACK_LEN]> = Aligned(*include_bytes!(env!("CAIT_PACK_FILE")));
+
+#[cfg(not(cait_no_pack))]
+#[cfg_attr(cait_input_psram, unsafe(link_section = ".psram_rodata.cait_input"))]
+#[cfg_attr(not(cait_input_psram), unsafe(link_section = ".rodata.cait_input"))]
+static INPUT: Aligned<[u8; IMAGES * IMAGE_LEN * 4]> =
+    Aligned(*include_bytes!(env!("CAIT_INPUT_FILE")));
+
+/// Bytes of the workspace a forward pass of the linked pack needs.
+#[cfg(not(cait_no_pack))]
+pub const WORKSPACE_BYTES: usize = workspace_bytes(&CONFIG, PRECISION);
+
+/// The linked pack's bytes (not yet validated: `cait_pack::Pack::parse` checks them).
+#[cfg(not(cait_no_pack))]
+pub fn pack_bytes() -> &'static [u8] {
+    &PACK.0
+}
+
+/// The linked input images, `IMAGES × IMAGE_LEN` f32 values (`[N, C, H, W]`, normalised).
+#[cfg(not(cait_no_pack))]
+pub fn images() -> &'static [f32] {
+    // Cannot fail: the blob is 64-aligned and a whole number of f32s.
+    bytemuck::cast_slice(&INPUT.0)
+}
+
+/// The workspace, handed out once (`None` afterwards).
+#[cfg(not(cait_no_pack))]
+pub fn take_workspace() -> Option<&'static mut [u8]> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    static mut WORKSPACE: Workspace<WORKSPACE_BYTES> = Workspace::new();
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: TAKEN makes this the only reference ever created to WORKSPACE, and nothing else
+    // names it.
+    let ws = unsafe { (&raw mut WORKSPACE).as_mut() }?;
+    Some(ws.as_bytes_mut())
+}

@@ -1,0 +1,204 @@
+//! `cait qemu`: the firmware on an emulated Cortex-M4 (mps2-an386) and Cortex-M7 (mps2-an500) gives
+//! the same logits as `cait classify` on the host, bit for bit, for an f32 pack of a golden fixture;
+//! a pack corrupted in flash is refused at start-up.
+//!
+//! Needs `qemu-system-arm` (`apt-get install -y qemu-system-arm`; tools/test.sh installs it): without
+//! it these tests fail rather than skip. The slow part is building the firmware (once per pack and
+//! board; `cait qemu` serialises builds that share the firmware's target dir).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cait_tests::synth;
+
+fn cait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cait"))
+}
+
+fn require_qemu() {
+    let found = Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "qemu-system-arm is not installed: install it with `apt-get install -y qemu-system-arm` \
+         (tools/test.sh does this on CI)"
+    );
+}
+
+/// An f32 pack of fixture `name`, written into `dir`.
+fn f32_pack(name: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{name}.cait"));
+    let st = cait()
+        .args(["quantize", "--precision", "f32", "-o"])
+        .arg(&out)
+        .arg(synth::fixtures_dir().join(name).join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out
+}
+
+fn logits(json: &serde_json::Value) -> Vec<Vec<f32>> {
+    json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                // serde_json writes an f32 as its shortest round-tripping decimal, so this is the
+                // exact value.
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn json_of(out: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn host_logits(pack: &Path, input: &Path) -> Vec<Vec<f32>> {
+    let out = cait()
+        .args(["classify", "--json", "--model"])
+        .arg(pack)
+        .arg(input)
+        .output()
+        .unwrap();
+    logits(&json_of(&out, "cait classify"))
+}
+
+fn device(pack: &Path, input: &Path, machine: &str, extra: &[&str]) -> serde_json::Value {
+    let out = cait()
+        .args(["qemu", "--json", "--machine", machine, "--model"])
+        .arg(pack)
+        .arg(input)
+        .args(extra)
+        .output()
+        .unwrap();
+    json_of(&out, &format!("cait qemu --machine {machine}"))
+}
+
+fn assert_bit_exact(device: &[Vec<f32>], host: &[Vec<f32>], machine: &str) {
+    assert_eq!(device.len(), host.len(), "{machine}: images");
+    for (i, (d, h)) in device.iter().zip(host).enumerate() {
+        let d: Vec<u32> = d.iter().map(|v| v.to_bits()).collect();
+        let h: Vec<u32> = h.iter().map(|v| v.to_bits()).collect();
+        // No tolerance: the same core on the same f32 operations in the same order (DESIGN.md).
+        assert_eq!(d, h, "{machine}: image {i} logits differ from the host's");
+    }
+}
+
+/// Both boards, every input image of the fixture: the Cortex-M4 with the pack in flash, the
+/// Cortex-M7 with it in PSRAM (0x60000000), so both placements are covered.
+#[test]
+fn f32_tiny_is_bit_exact_on_both_boards() {
+    require_qemu();
+    let dir = tempfile::tempdir().unwrap();
+    let pack = f32_pack("tiny", dir.path());
+    let input = synth::fixtures_dir().join("tiny/input.npy");
+    let host = host_logits(&pack, &input);
+    assert_eq!(host.len(), 2, "the tiny fixture holds 2 images");
+    let pack_bytes = std::fs::metadata(&pack).unwrap().len();
+
+    for (machine, extra, region) in [
+        ("mps2-an386", &[][..], "flash"),
+        ("mps2-an500", &["--psram"][..], "psram"),
+    ] {
+        let run = device(&pack, &input, machine, extra);
+        assert_bit_exact(&logits(&run), &host, machine);
+        assert_eq!(run["pack_region"], region, "{machine}");
+        let field = |k: &str| {
+            run[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{machine}: no {k}"))
+        };
+        // The pack is linked whole into the region it was put in.
+        let holding = if region == "flash" {
+            "flash_bytes"
+        } else {
+            "psram_bytes"
+        };
+        assert!(field(holding) >= pack_bytes, "{machine}: {holding} < pack");
+        // Static RAM holds the workspace; the stack is measured apart and is small for this model.
+        assert!(field("ram_bytes") >= field("workspace_bytes"), "{machine}");
+        let stack = field("peak_stack_bytes");
+        assert!(
+            (256..64 * 1024).contains(&stack),
+            "{machine}: peak stack {stack}"
+        );
+        // An f32 MAC is at least a load and a fused multiply-add: well over one instruction.
+        let per_mac = run["instructions_per_mac"].as_f64().unwrap();
+        assert!(
+            (1.0..100.0).contains(&per_mac),
+            "{machine}: {per_mac} instructions/MAC"
+        );
+    }
+}
+
+/// A second fixture (one input channel, its own shapes) on the Cortex-M4.
+#[test]
+fn f32_gray_is_bit_exact_on_cortex_m4() {
+    require_qemu();
+    let dir = tempfile::tempdir().unwrap();
+    let pack = f32_pack("gray", dir.path());
+    let input = synth::fixtures_dir().join("gray/input.npy");
+    let run = device(&pack, &input, "mps2-an386", &[]);
+    assert_bit_exact(&logits(&run), &host_logits(&pack, &input), "mps2-an386");
+}
+
+/// One flipped byte in the pack's tensor data: the host refuses to build it, and a firmware built
+/// with it anyway (`--allow-corrupt-pack`) refuses it at start-up with the checksum error instead
+/// of faulting.
+#[test]
+fn corrupted_pack_in_flash_is_refused_at_start_up() {
+    require_qemu();
+    let dir = tempfile::tempdir().unwrap();
+    let pack = f32_pack("tiny", dir.path());
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x10;
+    let bad = dir.path().join("bad.cait");
+    std::fs::write(&bad, &bytes).unwrap();
+    let input = synth::fixtures_dir().join("tiny/input.npy");
+
+    let out = cait()
+        .args(["qemu", "--model"])
+        .arg(&bad)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checksum"), "{err}");
+
+    let out = cait()
+        .args(["qemu", "--allow-corrupt-pack", "--model"])
+        .arg(&bad)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the device accepted a corrupted pack"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("firmware error on mps2-an386: pack refused") && err.contains("checksum"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

@@ -1,0 +1,129 @@
+//! A cait_xxs24_224-shaped f32 pack on the emulated Cortex-M4, from PSRAM, bit-exact with the host;
+//! and the figures the firmware README quotes for that shape.
+//!
+//! An f32 cait_xxs24_224 is 48 MB, three times the boards' 16 MiB PSRAM, so this runs the real widths
+//! and token count (D = 192, 196 patches, 4 heads, MLP 768, 1000 classes) with 2 and with 4
+//! self-attention blocks, and extrapolates instructions to 24 blocks from the difference (every
+//! self-attention block costs the same). An int8 pack of the full model (~12 MB) will fit.
+//!
+//! Ignored by default (two firmware builds and ~10⁹ emulated instructions each):
+//! `cargo test -p cait --test qemu_xxs24 -- --ignored --nocapture`.
+
+use std::path::Path;
+use std::process::Command;
+
+use cait_tests::synth::{self, SynthSpec};
+
+fn cait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cait"))
+}
+
+fn run_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = cait().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cait {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn logit_bits(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                .collect()
+        })
+        .collect()
+}
+
+/// Builds, runs and checks an xxs24-shaped pack with `depth` self-attention blocks.
+fn measure(dir: &Path, depth: usize) -> serde_json::Value {
+    let mut spec = SynthSpec::timm_variant("cait_xxs24_224", 2024).unwrap();
+    spec.depth = depth;
+    let ckpt = dir.join(format!("xxs24_d{depth}.safetensors"));
+    synth::write_safetensors(&spec, &ckpt).unwrap();
+    let (shape, data) = synth::input(&spec, 1);
+    let input = dir.join("input.npy");
+    cait_quant::npy::write_f32(&input, &shape, &data).unwrap();
+    let pack = dir.join(format!("xxs24_d{depth}.cait"));
+    let st = cait()
+        .args(["quantize", "--precision", "f32", "-o"])
+        .arg(&pack)
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    let host = run_json(&[
+        "classify".as_ref(),
+        "--json".as_ref(),
+        "--model".as_ref(),
+        pack.as_ref(),
+        input.as_ref(),
+    ]);
+    let device = run_json(&[
+        "qemu".as_ref(),
+        "--json".as_ref(),
+        "--model".as_ref(),
+        pack.as_ref(),
+        input.as_ref(),
+    ]);
+    // No tolerance: the same core, the same f32 operations in the same order.
+    assert_eq!(
+        logit_bits(&device),
+        logit_bits(&host),
+        "depth {depth}: logits differ"
+    );
+    // Over 3.5 MiB: the pack is linked into PSRAM.
+    assert_eq!(device["pack_region"], "psram", "depth {depth}");
+    device
+}
+
+#[test]
+#[ignore = "slow: two firmware builds, ~10^9 emulated instructions each"]
+fn xxs24_shaped_f32_from_psram_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d2 = measure(dir.path(), 2);
+    let d4 = measure(dir.path(), 4);
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    // Per self-attention block, then the full 24-block model.
+    let block_insn = (n(&d4, "instructions") - n(&d2, "instructions")) / 2;
+    let block_macs = (n(&d4, "macs") - n(&d2, "macs")) / 2;
+    let insn24 = n(&d2, "instructions") + 22 * block_insn;
+    let macs24 = n(&d2, "macs") + 22 * block_macs;
+    for (depth, run) in [(2, &d2), (4, &d4)] {
+        println!(
+            "depth {depth}: {} instructions, {} MACs, pack {} bytes in {}, flash {}, static RAM {}",
+            run["instructions"],
+            run["macs"],
+            run["pack_bytes"],
+            run["pack_region"],
+            run["flash_bytes"],
+            run["ram_bytes"]
+        );
+    }
+    println!(
+        "per SA block: {block_insn} instructions, {block_macs} MACs ({:.2}/MAC); \
+         cait_xxs24_224 (24 blocks, extrapolated): {insn24} instructions, {macs24} MACs ({:.2}/MAC); \
+         workspace {} bytes, peak stack {} bytes (independent of depth)",
+        block_insn as f64 / block_macs as f64,
+        insn24 as f64 / macs24 as f64,
+        n(&d2, "workspace_bytes"),
+        n(&d2, "peak_stack_bytes"),
+    );
+    // The workspace does not grow with depth.
+    assert_eq!(n(&d2, "workspace_bytes"), n(&d4, "workspace_bytes"));
+}

@@ -32,7 +32,7 @@ pub(crate) struct HeadMix<'a> {
 impl HeadMix<'_> {
     /// `dst[g][m] = sum_h weight[g][h] * src[h][m] + bias[g]` for rows of length `n`; `src` and `dst`
     /// are `H × n`. The sum over heads is sequential in `h`, then the bias (as `x·Wᵀ + b`).
-    fn apply(&self, src: &[f32], dst: &mut [f32], n: usize) {
+    pub(crate) fn apply(&self, src: &[f32], dst: &mut [f32], n: usize) {
         let heads = self.bias.len();
         let rows = dst.chunks_exact_mut(n).zip(self.weight.chunks_exact(heads));
         for ((dst_row, w_row), &b) in rows.zip(self.bias) {

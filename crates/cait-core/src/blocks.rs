@@ -5,12 +5,16 @@
 //! checks every tensor's presence, dtype and shape against the config; after that every slice length
 //! the forward code relies on is known, so its indexing cannot go out of range.
 
-use cait_pack::{BlockParam, ErrorName, GlobalPool, ModelConfig, Pack, PackError, TensorId};
+use cait_pack::{
+    BlockParam, ErrorName, GlobalPool, ModelConfig, Pack, PackError, Precision, TensorId,
+    TensorView,
+};
 
 use crate::Error;
 use crate::attention::{AttentionSink, HeadMix, RowScratch, class_attention, talking_heads};
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
+use crate::probe::{MaybeProbe, Point, Site};
 use crate::workspace::ATTENTION_ROWS;
 
 /// Every size the forward pass uses, derived once from a validated config.
@@ -77,31 +81,44 @@ pub(crate) struct Resolver<'p, 'a> {
 }
 
 impl<'a> Resolver<'_, 'a> {
-    /// Tensor `id` as f32 values: present, dtype F32, shape as the config says, 4-byte aligned.
-    pub(crate) fn f32(&self, id: TensorId) -> Result<&'a [f32], Error> {
-        let view = self.pack.tensor(id)?;
+    /// Tensor `id`, present and shaped as the config says; `view` gives its typed data, whose
+    /// length is checked against the shape again because the forward code indexes by it.
+    fn typed<T>(
+        &self,
+        id: TensorId,
+        view: impl FnOnce(&TensorView<'a>) -> Result<&'a [T], PackError>,
+    ) -> Result<&'a [T], Error> {
+        let tensor = self.pack.tensor(id)?;
         let expected = self.cfg.shape_of(id);
         let mismatch = |found| PackError::ShapeMismatch {
-            name: ErrorName::unindexed(view.name),
+            name: ErrorName::unindexed(tensor.name),
             expected,
             found,
         };
-        if view.shape != expected {
-            return Err(mismatch(view.shape).into());
+        if tensor.shape != expected {
+            return Err(mismatch(tensor.shape).into());
         }
         // Checks the dtype (PackError::WrongDType) and the placement (PackError::Misaligned).
-        let data = view.as_f32()?;
-        // The pack ties data length to shape; checked again because the forward code indexes by it.
+        let data = view(&tensor)?;
         if Some(data.len()) != expected.numel() {
-            return Err(mismatch(view.shape).into());
+            return Err(mismatch(tensor.shape).into());
         }
         Ok(data)
     }
 
+    /// Tensor `id` as f32 values: present, dtype F32, shape as the config says, 4-byte aligned.
+    pub(crate) fn f32(&self, id: TensorId) -> Result<&'a [f32], Error> {
+        self.typed(id, TensorView::as_f32)
+    }
+
+    /// Tensor `id` as int8 values (int8 packs' weights).
+    pub(crate) fn i8(&self, id: TensorId) -> Result<&'a [i8], Error> {
+        self.typed(id, TensorView::as_i8)
+    }
+
     /// A linear layer: weight `[out, ...]` (trailing dims flattened into `in`) and a bias if the
-    /// config has one.
+    /// config has one. The weight is f16 in f16 packs, f32 otherwise; the bias is f32.
     pub(crate) fn linear(&self, weight: TensorId, bias: TensorId) -> Result<Linear<'a>, Error> {
-        let w = self.f32(weight)?;
         let b = if self.cfg.has_tensor(bias) {
             Some(self.f32(bias)?)
         } else {
@@ -109,8 +126,14 @@ impl<'a> Resolver<'_, 'a> {
         };
         let shape = self.cfg.shape_of(weight);
         let out = shape.dims().first().map_or(0, |&o| o as usize);
-        let inp = w.len().checked_div(out).unwrap_or(0);
-        Linear::f32(w, b, out, inp).ok_or_else(|| {
+        let layer = if self.pack.precision() == Precision::F16 {
+            let w = self.typed(weight, TensorView::as_f16)?;
+            Linear::f16(w, b, out, w.len().checked_div(out).unwrap_or(0))
+        } else {
+            let w = self.f32(weight)?;
+            Linear::f32(w, b, out, w.len().checked_div(out).unwrap_or(0))
+        };
+        layer.ok_or_else(|| {
             // Unreachable after the shape checks above (kept so a bad config cannot panic later).
             PackError::ShapeMismatch {
                 name: ErrorName::unindexed(""),
@@ -169,6 +192,7 @@ impl<'a> Stem<'a> {
         tokens: &mut [f32],
         scratch: &mut [f32],
         dims: &Dims,
+        probe: &mut MaybeProbe<'_>,
     ) {
         let (d, p, len) = (dims.d, dims.patch, dims.patch_len);
         let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
@@ -190,14 +214,17 @@ impl<'a> Stem<'a> {
                     dst.copy_from_slice(&image[start..start + p]);
                 }
             }
+            probe.f32(Site::PatchEmbed, Point::Input, len, cols);
             self.patch_embed.forward(cols, xs, Epilogue::Store);
             for (x, &e) in xs.iter_mut().zip(pos) {
                 *x += e;
             }
         }
+        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
     }
 
     /// `norm`, pooling, `head`. `features` receives the pooled vector when given.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn head(
         &self,
         tokens: &[f32],
@@ -206,6 +233,7 @@ impl<'a> Stem<'a> {
         features: Option<&mut [f32]>,
         logits: &mut [f32],
         dims: &Dims,
+        probe: &mut MaybeProbe<'_>,
     ) {
         let d = dims.d;
         let (pooled, rest) = scratch.split_at_mut(d);
@@ -230,10 +258,12 @@ impl<'a> Stem<'a> {
         if let Some(features) = features {
             features.copy_from_slice(pooled);
         }
+        probe.f32(Site::Head, Point::Input, d, pooled);
         match &self.head {
             Some(head) => head.forward(pooled, logits, Epilogue::Store),
             None => logits.copy_from_slice(pooled),
         }
+        probe.f32(Site::Head, Point::Output, logits.len(), logits);
     }
 }
 
@@ -316,12 +346,27 @@ impl<'a> SelfAttentionBlock<'a> {
     }
 
     /// `x += gamma_1 * TalkingHeadAttn(norm1(x)); x += gamma_2 * Mlp(norm2(x))` on the `N × D` tokens.
-    pub(crate) fn forward(&self, x: &mut [f32], scratch: &mut [f32], dims: &Dims) {
-        self.attention(x, scratch, dims);
-        self.mlp(x, scratch, dims);
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [f32],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        self.attention(x, scratch, dims, site, probe);
+        self.mlp(x, scratch, dims, site, probe);
+        probe.f32(site, Point::Output, dims.d, x);
     }
 
-    fn attention(&self, x: &mut [f32], scratch: &mut [f32], dims: &Dims) {
+    fn attention(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [f32],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
         let (d, rows, n) = (dims.d, dims.rows, dims.n);
         let a = AttentionScratch::split(scratch, dims, n);
         // Keys (transposed, D × N) and values (N × D) of every token, `rows` tokens per pass.
@@ -332,6 +377,7 @@ impl<'a> SelfAttentionBlock<'a> {
         {
             let tile = &mut a.tile_in[..xs.len()];
             self.norm1.apply_rows(xs, tile);
+            probe.f32(site, Point::Norm1, d, tile);
             let keys_t = Strides {
                 offset: pass * rows,
                 row: 1,
@@ -342,6 +388,8 @@ impl<'a> SelfAttentionBlock<'a> {
             self.v.forward(tile, values, Epilogue::Store);
         }
         let (keys, values) = (&*a.keys, &*a.values);
+        probe.f32(site, Point::K, n, keys);
+        probe.f32(site, Point::V, d, values);
         let mut row = RowScratch {
             logits: a.logits,
             weights: a.weights,
@@ -353,16 +401,27 @@ impl<'a> SelfAttentionBlock<'a> {
             let tile_q = &mut a.tile_q[..xs.len()];
             self.norm1.apply_rows(xs, tile_in);
             self.q.forward(tile_in, tile_q, Epilogue::Scale(dims.scale));
+            probe.f32(site, Point::Q, d, tile_q);
             for (q, out) in tile_q.chunks_exact(d).zip(tile_in.chunks_exact_mut(d)) {
                 let (l, w) = (&self.proj_l, &self.proj_w);
                 talking_heads(q, keys, values, dims.head_dim, l, w, &mut row, out);
+                // talking_heads leaves the weights that multiplied the values in `row.logits`.
+                probe.f32(site, Point::Attention, n, row.logits);
             }
+            probe.f32(site, Point::AttentionOut, d, tile_in);
             self.proj
                 .forward(tile_in, xs, Epilogue::LayerScaleAdd(self.gamma_1));
         }
     }
 
-    fn mlp(&self, x: &mut [f32], scratch: &mut [f32], dims: &Dims) {
+    fn mlp(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [f32],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
         let (d, hidden) = (dims.d, dims.hidden);
         let per_pass = (scratch.len() / (d + hidden)).clamp(1, dims.n.max(1));
         let (normed, rest) = scratch.split_at_mut(per_pass * d);
@@ -372,7 +431,9 @@ impl<'a> SelfAttentionBlock<'a> {
             let normed = &mut normed[..count * d];
             let hid = &mut hid[..count * hidden];
             self.norm2.apply_rows(xs, normed);
+            probe.f32(site, Point::Norm2, d, normed);
             self.fc1.forward(normed, hid, Epilogue::Gelu);
+            probe.f32(site, Point::Hidden, hidden, hid);
             self.fc2
                 .forward(hid, xs, Epilogue::LayerScaleAdd(self.gamma_2));
         }
@@ -422,7 +483,9 @@ impl<'a> ClassAttentionBlock<'a> {
         dims: &Dims,
         block: usize,
         sink: Option<&mut dyn AttentionSink>,
+        probe: &mut MaybeProbe<'_>,
     ) {
+        let site = Site::TokenBlock(block as u32);
         let (d, rows, tokens) = (dims.d, dims.rows, dims.n + 1);
         {
             let a = AttentionScratch::split(scratch, dims, tokens);
@@ -439,6 +502,7 @@ impl<'a> ClassAttentionBlock<'a> {
                     };
                     self.norm1.apply(token, out);
                 }
+                probe.f32(site, Point::Norm1, d, tile);
                 let keys_t = Strides {
                     offset: pass * rows,
                     row: 1,
@@ -448,11 +512,14 @@ impl<'a> ClassAttentionBlock<'a> {
                     .forward_strided(tile, a.keys, keys_t, Epilogue::Store);
                 self.v.forward(tile, values, Epilogue::Store);
             }
+            probe.f32(site, Point::K, tokens, a.keys);
+            probe.f32(site, Point::V, d, a.values);
             // The query of the class token only.
             let normed = &mut a.tile_in[..d];
             let q = &mut a.tile_q[..d];
             self.norm1.apply(cls, normed);
             self.q.forward(normed, q, Epilogue::Scale(dims.scale));
+            probe.f32(site, Point::Q, d, q);
             let out = normed;
             class_attention(
                 q,
@@ -464,14 +531,19 @@ impl<'a> ClassAttentionBlock<'a> {
                 block,
                 sink,
             );
+            probe.f32(site, Point::Attention, tokens, a.weights);
+            probe.f32(site, Point::AttentionOut, d, out);
             self.proj
                 .forward(out, cls, Epilogue::LayerScaleAdd(self.gamma_1));
         }
         let (normed, rest) = scratch.split_at_mut(d);
         let hid = &mut rest[..dims.hidden_token];
         self.norm2.apply(cls, normed);
+        probe.f32(site, Point::Norm2, d, normed);
         self.fc1.forward(normed, hid, Epilogue::Gelu);
+        probe.f32(site, Point::Hidden, dims.hidden_token, hid);
         self.fc2
             .forward(hid, cls, Epilogue::LayerScaleAdd(self.gamma_2));
+        probe.f32(site, Point::Output, d, cls);
     }
 }

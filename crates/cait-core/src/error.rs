@@ -2,7 +2,8 @@
 
 use core::fmt;
 
-use cait_pack::{ConfigError, PackError, Precision};
+use cait_pack::int8::Int8Tensor;
+use cait_pack::{ConfigError, ErrorName, PackError, Precision};
 
 /// Why [`Model::from_pack`](crate::Model::from_pack) or a forward pass failed.
 ///
@@ -11,8 +12,30 @@ use cait_pack::{ConfigError, PackError, Precision};
 #[non_exhaustive]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
-    /// The pack's weights are in a precision this engine does not run yet (it runs f32).
+    /// The pack's weights are in a precision this engine does not run.
     UnsupportedPrecision(Precision),
+    /// An int8 pack lacks one of the tensors int8 packs add (scales, biases, activation
+    /// quantization; see `cait_pack::int8`).
+    MissingInt8Tensor(Int8Tensor),
+    /// An int8 weight is not quantized per output channel (`Quant::PerChannel` on axis 0).
+    NotPerChannel(ErrorName),
+    /// An activation's `(scale, zero_point)` is not a finite positive scale and an int8 zero point.
+    BadActivationQuant {
+        /// The `act_quant` tensor.
+        tensor: Int8Tensor,
+        /// Its row.
+        row: usize,
+    },
+    /// An int8 pack's metadata `key` is missing or has a value this engine does not know.
+    BadMetadata {
+        /// The key (`quant.qk` or `quant.av`: `int8` or `f32`).
+        key: &'static str,
+    },
+    /// An int8 reduction is too long for exact `i32` sums (at most 131,071 terms).
+    ReductionTooLong {
+        /// Terms of the longest reduction.
+        length: usize,
+    },
     /// The config is inconsistent, or the model's workspace does not fit in the address space.
     Config(ConfigError),
     /// A tensor is missing from the pack, has the wrong dtype or shape, or is misaligned in memory.
@@ -56,11 +79,25 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::UnsupportedPrecision(p) => {
-                write!(
-                    f,
-                    "{p:?} packs are not supported yet (this engine runs F32 packs)"
-                )
+                write!(f, "{p} packs are not supported by this engine")
             }
+            Error::MissingInt8Tensor(t) => write!(f, "int8 pack has no tensor `{t}`"),
+            Error::NotPerChannel(name) => write!(
+                f,
+                "tensor `{}`: an int8 weight must be quantized per output channel (axis 0)",
+                name.as_str()
+            ),
+            Error::BadActivationQuant { tensor, row } => write!(
+                f,
+                "tensor `{tensor}` row {row}: an activation needs a finite scale > 0 and an integer zero point in -128..=127"
+            ),
+            Error::BadMetadata { key } => {
+                write!(f, "int8 pack metadata `{key}` must be `int8` or `f32`")
+            }
+            Error::ReductionTooLong { length } => write!(
+                f,
+                "an int8 sum over {length} terms could overflow i32 (at most 131071)"
+            ),
             Error::Config(e) => write!(f, "invalid model config: {e}"),
             Error::Pack(e) => write!(f, "{e}"),
             Error::WorkspaceTooSmall { needed, got } => {

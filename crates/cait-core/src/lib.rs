@@ -6,8 +6,10 @@
 mod attention;
 mod blocks;
 mod error;
+mod int8;
 mod kernels;
 mod model;
+pub mod probe;
 pub mod workspace;
 
 #[cfg(test)]
@@ -16,4 +18,5 @@ mod tests;
 pub use attention::AttentionSink;
 pub use error::Error;
 pub use model::{Model, Outputs};
+pub use probe::{Point, Probe, Site, Tap, Values};
 pub use workspace::{WORKSPACE_ALIGN, Workspace, workspace_bytes};

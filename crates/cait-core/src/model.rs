@@ -7,7 +7,10 @@ use cait_pack::{ModelConfig, Pack, Precision};
 use crate::Error;
 use crate::attention::AttentionSink;
 use crate::blocks::{ClassAttentionBlock, Dims, Resolver, SelfAttentionBlock, Stem};
-use crate::workspace::{as_floats, checked_workspace_bytes};
+use crate::int8::{self, Int8Resolver, Modes};
+use crate::kernels::int8::MAX_REDUCTION;
+use crate::probe::{MaybeProbe, Probe, Site};
+use crate::workspace::{as_aligned_bytes, as_floats, checked_workspace_bytes};
 
 /// A CaiT model whose weights are borrowed from a [`Pack`].
 ///
@@ -24,8 +27,17 @@ pub struct Model<'a> {
     pack: Pack<'a>,
     config: ModelConfig,
     dims: Dims,
-    stem: Stem<'a>,
+    engine: Engine<'a>,
     workspace_bytes: usize,
+}
+
+/// The stages outside the blocks, per kind of pack.
+#[derive(Clone, Copy)]
+enum Engine<'a> {
+    /// f32 and f16 packs (f32 compute).
+    Float(Stem<'a>),
+    /// int8 packs.
+    Int8(int8::Stem<'a>),
 }
 
 /// Where a forward pass writes its results. Build with [`Outputs::logits`] and chain the options.
@@ -64,33 +76,64 @@ impl<'o> Outputs<'o> {
 impl<'a> Model<'a> {
     /// Checks that `pack` holds a model this engine runs and views its weights in place.
     ///
-    /// Errors: [`Error::UnsupportedPrecision`] for f16/int8 packs (for now); [`Error::Pack`] naming
-    /// the tensor when one is missing ([`PackError::MissingTensor`](cait_pack::PackError)), not
-    /// f32, mis-shaped, or misaligned in memory (place the pack at a 4-byte aligned address);
+    /// f32 and f16 packs run in f32; int8 packs run the int8 engine (see the crate docs).
+    ///
+    /// Errors: [`Error::Pack`] naming the tensor when one is missing
+    /// ([`PackError::MissingTensor`](cait_pack::PackError)), of the wrong dtype for the pack's
+    /// precision, mis-shaped, or misaligned in memory (place the pack at a 4-byte aligned address);
+    /// for int8 packs also [`Error::MissingInt8Tensor`], [`Error::NotPerChannel`],
+    /// [`Error::BadActivationQuant`], [`Error::BadMetadata`] and [`Error::ReductionTooLong`];
     /// [`Error::Config`] when the config is inconsistent or its workspace overflows `usize`.
     pub fn from_pack(pack: &Pack<'a>) -> Result<Model<'a>, Error> {
         let config = *pack.config();
         config.validate()?;
         let precision = pack.precision();
-        if precision != Precision::F32 {
-            return Err(Error::UnsupportedPrecision(precision));
-        }
         let workspace_bytes = checked_workspace_bytes(&config, precision)
             .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
+        let dims = Dims::new(&config);
         let r = Resolver { pack, cfg: &config };
-        let stem = Stem::resolve(&r)?;
         // Every block is checked now so that a forward pass cannot fail on the weights.
-        for i in 0..config.depth {
-            SelfAttentionBlock::resolve(&r, i)?;
-        }
-        for i in 0..config.depth_token_only {
-            ClassAttentionBlock::resolve(&r, i)?;
-        }
+        let engine = match precision {
+            Precision::F32 | Precision::F16 => {
+                let stem = Stem::resolve(&r)?;
+                for i in 0..config.depth {
+                    SelfAttentionBlock::resolve(&r, i)?;
+                }
+                for i in 0..config.depth_token_only {
+                    ClassAttentionBlock::resolve(&r, i)?;
+                }
+                Engine::Float(stem)
+            }
+            Precision::Int8 => {
+                // Every int8 reduction: linear inputs, q·kᵀ over a head, attention·v over tokens.
+                let longest = [
+                    dims.d,
+                    dims.hidden,
+                    dims.hidden_token,
+                    dims.patch_len,
+                    dims.n + 1,
+                ]
+                .into_iter()
+                .fold(0, usize::max);
+                if longest > MAX_REDUCTION {
+                    return Err(Error::ReductionTooLong { length: longest });
+                }
+                let r8 = Int8Resolver { r: &r };
+                let stem = int8::Stem::resolve(&r8, Modes::from_pack(pack)?)?;
+                for i in 0..config.depth {
+                    int8::SelfAttentionBlock::resolve(&r8, i)?;
+                }
+                for i in 0..config.depth_token_only {
+                    int8::ClassAttentionBlock::resolve(&r8, i)?;
+                }
+                Engine::Int8(stem)
+            }
+        };
         Ok(Model {
             pack: *pack,
             config,
-            dims: Dims::new(&config),
-            stem,
+            dims,
+            engine,
             workspace_bytes,
         })
     }
@@ -151,6 +194,28 @@ impl<'a> Model<'a> {
         workspace: &mut [u8],
         outputs: Outputs<'_>,
     ) -> Result<(), Error> {
+        self.run(input, workspace, outputs, None)
+    }
+
+    /// [`forward_with`](Self::forward_with), showing `probe` the activations at every point an int8
+    /// pack quantizes (see [`Probe`]): how the quantizer calibrates and measures per-layer error.
+    pub fn forward_with_probe(
+        &self,
+        input: &[f32],
+        workspace: &mut [u8],
+        outputs: Outputs<'_>,
+        probe: &mut dyn Probe,
+    ) -> Result<(), Error> {
+        self.run(input, workspace, outputs, Some(probe))
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        workspace: &mut [u8],
+        outputs: Outputs<'_>,
+        probe: Option<&mut dyn Probe>,
+    ) -> Result<(), Error> {
         let Outputs {
             logits,
             features,
@@ -177,28 +242,48 @@ impl<'a> Model<'a> {
                 got: f.len(),
             });
         }
-        let ws = as_floats(workspace, self.workspace_bytes)?;
-        let (tokens, rest) = ws.split_at_mut(dims.n * dims.d);
-        let (cls, scratch) = rest.split_at_mut(dims.d);
-
         let r = Resolver {
             pack: &self.pack,
             cfg: &self.config,
         };
-        self.stem.patch_embed(input, tokens, scratch, dims);
+        let stem = match &self.engine {
+            Engine::Float(stem) => stem,
+            Engine::Int8(stem) => {
+                let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
+                let outputs = Outputs {
+                    logits,
+                    features,
+                    attention,
+                };
+                let r8 = Int8Resolver { r: &r };
+                return int8::forward(&r8, stem, dims, input, ws, outputs, probe);
+            }
+        };
+        let mut probe = MaybeProbe(probe);
+        let ws = as_floats(workspace, self.workspace_bytes)?;
+        let (tokens, rest) = ws.split_at_mut(dims.n * dims.d);
+        let (cls, scratch) = rest.split_at_mut(dims.d);
+
+        stem.patch_embed(input, tokens, scratch, dims, &mut probe);
         for i in 0..self.config.depth {
-            SelfAttentionBlock::resolve(&r, i)?.forward(tokens, scratch, dims);
+            SelfAttentionBlock::resolve(&r, i)?.forward(
+                tokens,
+                scratch,
+                dims,
+                Site::Block(i),
+                &mut probe,
+            );
         }
-        cls.copy_from_slice(self.stem.cls_token);
+        cls.copy_from_slice(stem.cls_token);
         for i in 0..self.config.depth_token_only {
             let block = ClassAttentionBlock::resolve(&r, i)?;
             // Reborrow the sink for this block (`as_deref_mut` cannot shorten a trait object's lifetime).
             let sink = attention
                 .as_mut()
                 .map(|s| &mut **s as &mut dyn AttentionSink);
-            block.forward(tokens, cls, scratch, dims, i as usize, sink);
+            block.forward(tokens, cls, scratch, dims, i as usize, sink, &mut probe);
         }
-        self.stem.head(tokens, cls, scratch, features, logits, dims);
+        stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
         Ok(())
     }
 }

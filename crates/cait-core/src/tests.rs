@@ -20,29 +20,29 @@ use crate::{AttentionSink, Error, Model, Outputs, Workspace, workspace_bytes};
 // Random models
 
 /// xorshift32 mapped to `[-1, 1)`: deterministic, dependency-free test data.
-struct Rng(u32);
+pub(crate) struct Rng(u32);
 
 impl Rng {
-    fn new(seed: u32) -> Rng {
+    pub(crate) fn new(seed: u32) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9) | 1)
     }
-    fn uniform(&mut self) -> f32 {
+    pub(crate) fn uniform(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 17;
         self.0 ^= self.0 << 5;
         (self.0 >> 8) as f32 / (1u32 << 23) as f32 - 1.0
     }
-    fn vec(&mut self, len: usize, scale: f32, offset: f32) -> Vec<f32> {
+    pub(crate) fn vec(&mut self, len: usize, scale: f32, offset: f32) -> Vec<f32> {
         (0..len).map(|_| offset + scale * self.uniform()).collect()
     }
 }
 
-type Weights = BTreeMap<TensorId, Vec<f32>>;
+pub(crate) type Weights = BTreeMap<TensorId, Vec<f32>>;
 
 /// Random weights at scales that keep every stage's activations O(1) and the attention far from
 /// uniform, so that a wrong index or a missing term changes the logits by much more than the
 /// tolerance. (timm's LayerScale init, 1e-5, would make every block nearly the identity.)
-fn random_weights(cfg: &ModelConfig, seed: u32) -> Weights {
+pub(crate) fn random_weights(cfg: &ModelConfig, seed: u32) -> Weights {
     let mut rng = Rng::new(seed);
     let mut w = Weights::new();
     for spec in cfg.tensors() {
@@ -80,7 +80,7 @@ fn random_weights(cfg: &ModelConfig, seed: u32) -> Weights {
     w
 }
 
-fn preprocess(cfg: &ModelConfig) -> Preprocess {
+pub(crate) fn preprocess(cfg: &ModelConfig) -> Preprocess {
     Preprocess {
         input_size: [cfg.in_chans, cfg.img_size[0], cfg.img_size[1]],
         interpolation: Interpolation::Bicubic,
@@ -92,13 +92,13 @@ fn preprocess(cfg: &ModelConfig) -> Preprocess {
 }
 
 /// Pack bytes at a 16-byte aligned address (a `Vec<u8>` promises only 1).
-struct AlignedBytes {
+pub(crate) struct AlignedBytes {
     words: Vec<u128>,
     len: usize,
 }
 
 impl AlignedBytes {
-    fn new(bytes: &[u8]) -> AlignedBytes {
+    pub(crate) fn new(bytes: &[u8]) -> AlignedBytes {
         let mut words = vec![0u128; bytes.len().div_ceil(16)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         AlignedBytes {
@@ -106,13 +106,14 @@ impl AlignedBytes {
             len: bytes.len(),
         }
     }
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
     }
 }
 
-/// A pack of `weights` (minus `skip`), in `precision`.
-fn pack_bytes(
+/// A pack of `weights` (minus `skip`), in `precision`: f32 tensors, except the linear weights of
+/// an f16 pack (rounded to f16).
+pub(crate) fn pack_bytes(
     cfg: &ModelConfig,
     w: &Weights,
     precision: Precision,
@@ -120,16 +121,33 @@ fn pack_bytes(
 ) -> AlignedBytes {
     let mut writer = PackWriter::new(*cfg, precision, preprocess(cfg));
     for (id, values) in w {
-        if Some(*id) != skip {
-            writer
-                .add_f32(&id.to_string(), cfg.shape_of(*id).dims(), values)
-                .unwrap();
+        let (name, dims) = (id.to_string(), cfg.shape_of(*id));
+        if Some(*id) == skip {
+        } else if precision == Precision::F16 && id.is_linear_weight() {
+            let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+            writer.add_f16(&name, dims.dims(), &halves).unwrap();
+        } else {
+            writer.add_f32(&name, dims.dims(), values).unwrap();
         }
     }
     AlignedBytes::new(&writer.finish().unwrap())
 }
 
-fn config(
+/// The weights an f16 pack of `w` holds, widened back to f32.
+fn through_f16(w: &Weights) -> Weights {
+    w.iter()
+        .map(|(id, v)| {
+            let v = if id.is_linear_weight() {
+                v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+            } else {
+                v.clone()
+            };
+            (*id, v)
+        })
+        .collect()
+}
+
+pub(crate) fn config(
     img: [u32; 2],
     patch: u32,
     chans: u32,
@@ -155,7 +173,7 @@ fn config(
 }
 
 /// A 4-byte aligned, zeroed workspace of at least `bytes` bytes.
-fn workspace(bytes: usize) -> Vec<u32> {
+pub(crate) fn workspace(bytes: usize) -> Vec<u32> {
     vec![0u32; bytes.div_ceil(4)]
 }
 
@@ -414,7 +432,7 @@ impl RefModel<'_> {
 
 /// Collects the class attention as the engine reports it.
 #[derive(Default)]
-struct Collect(Vec<(usize, usize, Vec<f32>)>);
+pub(crate) struct Collect(pub(crate) Vec<(usize, usize, Vec<f32>)>);
 
 impl AttentionSink for Collect {
     fn class_attention(&mut self, block: usize, head: usize, weights: &[f32]) {
@@ -422,13 +440,13 @@ impl AttentionSink for Collect {
     }
 }
 
-struct Run {
-    logits: Vec<f32>,
-    features: Vec<f32>,
-    attention: Collect,
+pub(crate) struct Run {
+    pub(crate) logits: Vec<f32>,
+    pub(crate) features: Vec<f32>,
+    pub(crate) attention: Collect,
 }
 
-fn run(model: &Model<'_>, image: &[f32], ws: &mut [u8]) -> Result<Run, Error> {
+pub(crate) fn run(model: &Model<'_>, image: &[f32], ws: &mut [u8]) -> Result<Run, Error> {
     let mut logits = vec![0.0; model.logits_len()];
     let mut features = vec![0.0; model.features_len()];
     let mut attention = Collect::default();
@@ -779,17 +797,66 @@ fn missing_tensor_is_named() {
     }
 }
 
+/// An f16 pack computes in f32 on its weights widened (exactly) to f32: the same bits as an f32
+/// pack holding the f16-rounded weights, on every output.
 #[test]
-fn unsupported_precision_is_rejected() {
+fn f16_pack_is_f32_compute_on_the_rounded_weights() {
+    let mut odd = config([10, 12], 2, 2, 3, 36, 2, 3);
+    odd.mlp_hidden_dim = 37;
+    odd.global_pool = GlobalPool::Avg;
+    for (cfg, seed) in [(config([32, 32], 8, 3, 10, 32, 3, 4), 21), (odd, 22)] {
+        let weights = random_weights(&cfg, seed);
+        let rounded = through_f16(&weights);
+        let image = Rng::new(seed + 100).vec(cfg.input_len().unwrap(), 1.5, 0.0);
+        let half = pack_bytes(&cfg, &weights, Precision::F16, None);
+        let full = pack_bytes(&cfg, &rounded, Precision::F32, None);
+        let runs: Vec<Run> = [&half, &full]
+            .iter()
+            .map(|bytes| {
+                let pack = Pack::parse(bytes.bytes()).unwrap();
+                let model = Model::from_pack(&pack).unwrap();
+                assert_eq!(
+                    model.workspace_bytes(),
+                    workspace_bytes(&cfg, Precision::F32)
+                );
+                let mut ws = workspace(model.workspace_bytes());
+                run(&model, &image, bytemuck::cast_slice_mut(&mut ws)).unwrap()
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&runs[0].logits), bits(&runs[1].logits));
+        assert_eq!(bits(&runs[0].features), bits(&runs[1].features));
+        for (a, b) in runs[0].attention.0.iter().zip(&runs[1].attention.0) {
+            assert_eq!(bits(&a.2), bits(&b.2));
+        }
+        // And against the f64 reference on the rounded weights, with the f32 engine's 1e-5.
+        let want = RefModel { cfg, w: &rounded }.forward(&image);
+        let e = max_err(&runs[0].logits, &want.logits);
+        assert!(e < 1e-5, "{cfg:?}: f16 logits differ by {e:e}");
+    }
+}
+
+#[test]
+fn f16_pack_wants_f16_linear_weights() {
     let cfg = config([16, 16], 8, 3, 5, 16, 1, 2);
     let weights = random_weights(&cfg, 11);
-    for precision in [Precision::F16, Precision::Int8] {
-        let bytes = pack_bytes(&cfg, &weights, precision, None);
-        let pack = Pack::parse(bytes.bytes()).unwrap();
-        assert_eq!(
-            Model::from_pack(&pack).err(),
-            Some(Error::UnsupportedPrecision(precision))
-        );
+    // An "f16" pack whose weights are all f32.
+    let mut writer = PackWriter::new(cfg, Precision::F16, preprocess(&cfg));
+    for (id, values) in &weights {
+        writer
+            .add_f32(&id.to_string(), cfg.shape_of(*id).dims(), values)
+            .unwrap();
+    }
+    let bytes = AlignedBytes::new(&writer.finish().unwrap());
+    let pack = Pack::parse(bytes.bytes()).unwrap();
+    match Model::from_pack(&pack) {
+        Err(Error::Pack(PackError::WrongDType {
+            expected, found, ..
+        })) => assert_eq!(
+            (expected, found),
+            (cait_pack::DType::F16, cait_pack::DType::F32)
+        ),
+        other => panic!("expected WrongDType, got {other:?}"),
     }
 }
 

@@ -27,6 +27,24 @@
 //! matmuls see large token blocks without needing any memory of their own.
 //!
 //! Only the first [`workspace_bytes`] bytes are used, so a larger buffer gives identical results.
+//!
+//! ## int8 packs
+//!
+//! The int8 engine keeps the residual stream in f32 and every activation that feeds a matmul in
+//! int8, so its regions are byte counts; each is rounded up to a multiple of 4 bytes so that the
+//! f32/i32 regions stay aligned (`⌈x⌉₄` below). `tokens` (`4·N·D`) and `cls` (`4·D`) are as above;
+//! `scratch`, by phase:
+//!
+//! | phase | uses (bytes) |
+//! | ----- | ------------ |
+//! | patch embedding | int8 im2col'd patches, `⌈C·p²⌉₄` each: as many per pass as fit (at least 1) |
+//! | attention | int8 keys `⌈D·T⌉₄` and values `⌈T·D⌉₄`; f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D` and its i32 sums `4·D`; int8 output tile `⌈R·D⌉₄` |
+//! | SA MLP | int8 `D` (norm2 output) + int8 `hidden` (GELU output) per token: as many tokens per pass as fit (at least 1) |
+//! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄` |
+//! | head | `2·4·D + ⌈D⌉₄`: pooled and unsmoothed features (f32), the int8 head input |
+//!
+//! The attention term dominates: cait_xxs24_224 needs 244,788 bytes (239 KiB) in all, 52% of the
+//! f32 layout's 472,480, of which the f32 residual stream is 150,528.
 
 use cait_pack::{ModelConfig, Precision};
 
@@ -77,15 +95,48 @@ const fn scratch_floats(cfg: &ModelConfig) -> u128 {
     max(max(attention, mlp), max(patches, head))
 }
 
+/// `x` rounded up to a multiple of 4.
+const fn round4(x: u128) -> u128 {
+    x.div_ceil(4) * 4
+}
+
+/// Bytes of the int8 `scratch` region (see the module docs).
+const fn int8_scratch_bytes(cfg: &ModelConfig) -> u128 {
+    let p = cfg.patch_size as u128;
+    let n = patches(cfg);
+    let t = n + 1;
+    let d = cfg.embed_dim as u128;
+    let h = cfg.num_heads as u128;
+    let rows = if t < ATTENTION_ROWS as u128 {
+        t
+    } else {
+        ATTENTION_ROWS as u128
+    };
+    let attention = 2 * round4(d * t)
+        + 2 * 4 * h * t
+        + round4(h * t)
+        + round4(rows * d)
+        + 4 * rows * d
+        + 2 * 4 * d
+        + round4(rows * d);
+    let mlp = round4(d)
+        + round4(max(
+            cfg.mlp_hidden_dim as u128,
+            cfg.mlp_hidden_dim_token_only as u128,
+        ));
+    let patches = round4(cfg.in_chans as u128 * p * p);
+    let head = 2 * 4 * d + round4(d);
+    max(max(attention, mlp), max(patches, head))
+}
+
 /// Exact workspace bytes as a u128 (no overflow possible).
 const fn bytes_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
     let n = patches(cfg);
     let d = cfg.embed_dim as u128;
-    let floats = n * d + d + scratch_floats(cfg);
     match precision {
-        // f16 packs compute in f32 with the same buffers. The int8 issue defines its own layout;
-        // until then it is sized like f32 (the engine rejects int8 packs).
-        Precision::F32 | Precision::F16 | Precision::Int8 => floats * 4,
+        // f16 packs compute in f32 with the same buffers.
+        Precision::F32 | Precision::F16 => (n * d + d + scratch_floats(cfg)) * 4,
+        Precision::Int8 => 4 * n * d + 4 * d + int8_scratch_bytes(cfg),
     }
 }
 
@@ -119,6 +170,29 @@ pub(crate) fn as_floats(bytes: &mut [u8], needed: usize) -> Result<&mut [f32], E
     bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::WorkspaceMisaligned {
         align: WORKSPACE_ALIGN,
     })
+}
+
+/// The first `needed` bytes of `bytes` (a multiple of 4), checked to start 4-byte aligned.
+pub(crate) fn as_aligned_bytes(bytes: &mut [u8], needed: usize) -> Result<&mut [u8], Error> {
+    let got = bytes.len();
+    let bytes = bytes
+        .get_mut(..needed)
+        .ok_or(Error::WorkspaceTooSmall { needed, got })?;
+    if bytemuck::try_cast_slice_mut::<u8, f32>(bytes).is_err() {
+        return Err(Error::WorkspaceMisaligned {
+            align: WORKSPACE_ALIGN,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Splits `count` values of `T` off the front of `buf`, which starts 4-byte aligned; the bytes
+/// taken are rounded up to a multiple of 4 so that the rest stays aligned. Callers size `buf` by
+/// the layout above, so the split always fits.
+pub(crate) fn take<T: bytemuck::Pod>(buf: &mut [u8], count: usize) -> (&mut [T], &mut [u8]) {
+    let bytes = count * core::mem::size_of::<T>();
+    let (head, rest) = buf.split_at_mut(bytes.next_multiple_of(4));
+    (bytemuck::cast_slice_mut(&mut head[..bytes]), rest)
 }
 
 /// A 16-byte-aligned byte buffer for a workspace, sized at compile time by [`workspace_bytes`]

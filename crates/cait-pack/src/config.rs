@@ -507,6 +507,24 @@ impl TensorId {
     }
 }
 
+impl TensorId {
+    /// Whether this is the weight of a matmul the engine runs as a linear layer: the patch
+    /// embedding, q/k/v (fused or not), `proj`, `fc1`, `fc2` and the head. These are the tensors
+    /// f16 and int8 packs store in reduced precision; everything else (norms, LayerScale, biases,
+    /// tokens, position embedding, the talking-heads mixes) is small and stays f32.
+    pub const fn is_linear_weight(self) -> bool {
+        use BlockParam::*;
+        match self {
+            TensorId::PatchEmbedWeight | TensorId::HeadWeight => true,
+            TensorId::Block(_, p) | TensorId::TokenBlock(_, p) => matches!(
+                p,
+                QkvWeight | QWeight | KWeight | VWeight | ProjWeight | Fc1Weight | Fc2Weight
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for TensorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -636,6 +654,26 @@ mod tests {
         }
         // 4 stem + 24 SA blocks * 18 + 2 CA blocks * 18 + norm 2 + head 2
         assert_eq!(count, 4 + 24 * 18 + 2 * 18 + 4);
+    }
+
+    #[test]
+    fn linear_weights_are_the_matmuls() {
+        let cfg = xxs24_224();
+        let linear: u64 = cfg
+            .tensors()
+            .filter(|t| t.id.is_linear_weight())
+            .map(|t| t.shape.numel().unwrap() as u64)
+            .sum();
+        // patch 192·768, per SA block 576·192 + 192·192 + 2·768·192, per CA block 4·192·192 +
+        // 2·768·192, head 1000·192.
+        let want = 192 * 768
+            + 24 * (576 * 192 + 192 * 192 + 2 * 768 * 192)
+            + 2 * (4 * 192 * 192 + 2 * 768 * 192)
+            + 1000 * 192;
+        assert_eq!(linear, want);
+        assert!(!TensorId::Block(0, BlockParam::ProjLWeight).is_linear_weight());
+        assert!(!TensorId::Block(0, BlockParam::QkvBias).is_linear_weight());
+        assert!(!TensorId::PosEmbed.is_linear_weight());
     }
 
     #[test]

@@ -14,6 +14,7 @@ extern crate std;
 mod config;
 mod crc32;
 mod error;
+pub mod int8;
 mod reader;
 #[cfg(any(test, feature = "std"))]
 mod writer;

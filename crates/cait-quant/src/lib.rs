@@ -5,10 +5,12 @@ mod checkpoint;
 pub mod data;
 mod error;
 mod hub_config;
+mod imagenet;
 mod infer;
 pub mod npy;
 mod pack;
 pub mod pickle;
+pub mod quantize;
 #[cfg(test)]
 mod tests;
 
@@ -20,12 +22,13 @@ use cait_pack::{GlobalPool, ModelConfig, Preprocess, TensorId};
 
 pub use error::{ImportError, TensorProblem};
 pub use hub_config::{HubConfig, Labels};
+pub use imagenet::imagenet1k_labels;
 pub use infer::{
     Hints, IGNORED_SUFFIXES, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, InferError, VARIANTS,
     Variant, check_tensors, cross_check, default_preprocess, identify, infer_config,
     norm_for_channels,
 };
-pub use pack::{is_pack, write_pack_f32};
+pub use pack::{is_pack, write_pack_f16, write_pack_f32};
 
 use checkpoint::RawCheckpoint;
 
@@ -233,6 +236,10 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
                 reason,
             }
         })?),
+        // A published variant with its ImageNet-1k head: timm's class names.
+        None if variant.is_some() && config.num_classes == 1000 => {
+            Some(imagenet::imagenet1k_labels())
+        }
         None => None,
     };
     let architecture = variant.map(|v| v.name.to_string());

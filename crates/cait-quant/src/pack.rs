@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use cait_pack::{MAGIC, PackWriter, Precision};
+use half::f16;
 
 use crate::error::{ImportError, TensorProblem};
 use crate::{Checkpoint, ConfigSource};
@@ -22,11 +23,25 @@ pub fn is_pack(path: &Path) -> bool {
 /// labels and preprocessing, and metadata `source` (the checkpoint's file name), `source_format`
 /// (`safetensors` / `torch-zip`), `config` (`config.json` / `inferred`) and `cait_edge_version`.
 pub fn write_pack_f32(ckpt: &Checkpoint) -> Result<Vec<u8>, ImportError> {
-    let pack_error = |reason: String| ImportError::Pack {
-        path: ckpt.source.clone(),
-        reason,
-    };
-    let mut w = PackWriter::new(ckpt.config, Precision::F32, ckpt.preprocess);
+    write_pack_float(ckpt, Precision::F32, &[])
+}
+
+/// An f16 pack of `ckpt`: as [`write_pack_f32`], except that the weights of the linear layers
+/// ([`is_linear_weight`](cait_pack::TensorId::is_linear_weight): patch embedding, q/k/v, proj, fc1, fc2, head — 99% of the
+/// parameters) are rounded to f16 (nearest, ties to even); norms, LayerScale, biases, tokens, the
+/// position embedding and the talking-heads mixes stay f32 (the engine computes in f32, with
+/// LayerNorm statistics in f32). `metadata` entries are added (the quantizer's record).
+pub fn write_pack_f16(
+    ckpt: &Checkpoint,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>, ImportError> {
+    write_pack_float(ckpt, Precision::F16, metadata)
+}
+
+/// A [`PackWriter`] for `ckpt` at `precision`, with the architecture, labels and the metadata
+/// every pack records.
+pub(crate) fn writer(ckpt: &Checkpoint, precision: Precision) -> PackWriter {
+    let mut w = PackWriter::new(ckpt.config, precision, ckpt.preprocess);
     if let Some(name) = &ckpt.architecture {
         w.architecture(name);
     }
@@ -51,8 +66,40 @@ pub fn write_pack_f32(ckpt: &Checkpoint) -> Result<Vec<u8>, ImportError> {
     if let Some(name) = &ckpt.timm_architecture {
         w.metadata("timm_architecture", name);
     }
+    w
+}
 
-    // `Checkpoint`'s fields are public: re-check what `load_checkpoint` guaranteed.
+fn write_pack_float(
+    ckpt: &Checkpoint,
+    precision: Precision,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>, ImportError> {
+    let pack_error = |reason: String| ImportError::Pack {
+        path: ckpt.source.clone(),
+        reason,
+    };
+    let mut w = writer(ckpt, precision);
+    for (k, v) in metadata {
+        w.metadata(k, v);
+    }
+    check_tensors(ckpt)?;
+    for spec in ckpt.config.tensors() {
+        let name = spec.id.to_string();
+        let t = &ckpt.tensors[&name];
+        if precision == Precision::F16 && spec.id.is_linear_weight() {
+            let halves: Vec<f16> = t.data.iter().map(|&v| f16::from_f32(v)).collect();
+            w.add_f16(&name, spec.shape.dims(), &halves)
+        } else {
+            w.add_f32(&name, spec.shape.dims(), &t.data)
+        }
+        .map_err(|e| pack_error(e.to_string()))?;
+    }
+    w.finish().map_err(|e| pack_error(e.to_string()))
+}
+
+/// `Checkpoint`'s fields are public: re-checks what `load_checkpoint` guaranteed (every tensor of
+/// the config present, shaped as it says, and finite).
+pub(crate) fn check_tensors(ckpt: &Checkpoint) -> Result<(), ImportError> {
     let mut problems = Vec::new();
     for spec in ckpt.config.tensors() {
         let name = spec.id.to_string();
@@ -63,8 +110,14 @@ pub fn write_pack_f32(ckpt: &Checkpoint) -> Result<Vec<u8>, ImportError> {
                 problems.push(TensorProblem::WrongShape(name, want, t.shape.clone()))
             }
             Some(t) => {
-                w.add_f32(&name, spec.shape.dims(), &t.data)
-                    .map_err(|e| pack_error(e.to_string()))?;
+                if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+                    return Err(ImportError::NonFinite {
+                        path: ckpt.source.clone(),
+                        tensor: name,
+                        index,
+                        value: t.data[index],
+                    });
+                }
             }
         }
     }
@@ -74,5 +127,5 @@ pub fn write_pack_f32(ckpt: &Checkpoint) -> Result<Vec<u8>, ImportError> {
             problems,
         });
     }
-    w.finish().map_err(|e| pack_error(e.to_string()))
+    Ok(())
 }

@@ -1,11 +1,17 @@
-//! `cait quantize`: timm checkpoint → `.cait` pack.
+//! `cait quantize`: timm checkpoint → `.cait` pack (f32, f16, or int8 calibrated on data).
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
+use cait_quant::data::{self, DataOptions, Split};
+use cait_quant::quantize::{self, AttnMode, CalibMethod, Int8Options, Progress, Smoothing};
 use clap::ValueEnum;
+use indicatif::ProgressBar;
+use serde_json::json;
 
 use crate::model::{load_path, parse_pool};
+use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PrecisionArg {
@@ -17,6 +23,23 @@ enum PrecisionArg {
     Int8,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// Measure all three and keep the best.
+    Auto,
+    Minmax,
+    Percentile,
+    Mse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AttnArg {
+    /// Measure int8 and f32 and keep int8 unless f32 is clearly better.
+    Auto,
+    Int8,
+    F32,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The timm checkpoint: model.safetensors, a .pth (incl. the original {"model": {"module.…"}}
@@ -26,51 +49,201 @@ pub struct Args {
     /// Weight precision of the pack.
     #[arg(long, short = 'p', value_enum)]
     precision: PrecisionArg,
-    /// Calibration data for int8 (a .npy batch, an image folder, or a Fashion-MNIST folder).
+    /// Calibration data (required for int8; optional for f16, where it feeds --report): a .npy
+    /// batch, an image folder, or a Fashion-MNIST IDX folder (its training split).
     #[arg(long, value_name = "DATA")]
     calib: Option<PathBuf>,
+    /// Calibration images to use (the first N).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    calib_count: usize,
     /// Where to write the pack.
     #[arg(long, short = 'o', value_name = "OUT.cait")]
     output: PathBuf,
-    /// Print what quantization cost, layer by layer.
+    /// Print what quantization cost, layer by layer (SQNR of weights and activations against
+    /// the float model on the calibration set, logit SQNR, top-1 agreement).
     #[arg(long)]
     report: bool,
+    /// Print the summary (and the report) as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// int8: how activation ranges are chosen.
+    #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
+    method: MethodArg,
+    /// int8: per-channel smoothing of LayerNorm outputs: auto, off, or the migration strength
+    /// alpha in (0, 1] (1 = RepQ-ViT).
+    #[arg(long, value_name = "auto|off|ALPHA", default_value = "auto")]
+    smoothing: String,
+    /// int8: q·kᵀ in int8 or f32.
+    #[arg(long, value_enum, default_value_t = AttnArg::Auto)]
+    qk: AttnArg,
+    /// int8: attention·v in int8 or f32.
+    #[arg(long, value_enum, default_value_t = AttnArg::Auto)]
+    av: AttnArg,
+    /// int8: calibration images the candidate choices are compared on (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    select_count: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Head pooling of a checkpoint without config.json (token or avg).
     #[arg(long, value_name = "POOL", value_parser = ["token", "avg"])]
     global_pool: Option<String>,
 }
 
+/// indicatif bars for the quantizer's phases.
+struct Bars(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bars {
+    fn begin(&self, phase: &str, total: u64) {
+        if let Ok(mut b) = self.0.lock() {
+            *b = Some(progress::bar(total, phase));
+        }
+    }
+    fn tick(&self) {
+        if let Ok(b) = self.0.lock()
+            && let Some(b) = b.as_ref()
+        {
+            b.inc(1);
+        }
+    }
+    fn end(&self) {
+        if let Ok(mut b) = self.0.lock()
+            && let Some(b) = b.take()
+        {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn parse_smoothing(s: &str) -> Result<Option<Smoothing>> {
+    Ok(match s {
+        "auto" => None,
+        "off" => Some(Smoothing::Off),
+        a => match a.parse::<f32>() {
+            Ok(alpha) if alpha > 0.0 && alpha <= 1.0 => Some(Smoothing::Alpha(alpha)),
+            _ => bail!("--smoothing `{a}`: expected auto, off, or alpha in (0, 1]"),
+        },
+    })
+}
+
+fn attn(a: AttnArg) -> Option<AttnMode> {
+    match a {
+        AttnArg::Auto => None,
+        AttnArg::Int8 => Some(AttnMode::Int8),
+        AttnArg::F32 => Some(AttnMode::F32),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    if args.precision != PrecisionArg::F32 {
+    let smoothing = parse_smoothing(&args.smoothing)?;
+    if args.precision == PrecisionArg::Int8 && args.calib.is_none() {
         bail!(
-            "--precision {:?} is not implemented yet; this build writes f32 packs",
-            args.precision
+            "--precision int8 needs calibration data: --calib DATA (a .npy batch, an image folder or a Fashion-MNIST folder)"
         );
     }
-    if args.calib.is_some() {
-        bail!("--calib is only used by int8 quantization");
+    if args.precision == PrecisionArg::F32 && args.calib.is_some() {
+        bail!("--calib is only used by int8 and f16 quantization");
+    }
+    if args.calib_count == 0 {
+        bail!("--calib-count 0: the calibration set would be empty");
     }
     let loaded = load_path(&args.checkpoint, parse_pool(args.global_pool.as_deref())?)?;
-    if loaded.checkpoint().is_none() {
+    let Some(ckpt) = loaded.checkpoint() else {
         bail!(
             "{} is already a pack; quantize takes a timm checkpoint",
             args.checkpoint.display()
         );
-    }
-    let pack = loaded.pack()?;
-    let bytes = loaded.bytes();
-    std::fs::write(&args.output, bytes)
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let calib = match &args.calib {
+        None => None,
+        Some(path) => {
+            let opts = DataOptions {
+                split: Split::Train,
+                labels: None,
+                limit: Some(args.calib_count),
+            };
+            let set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
+                .with_context(|| format!("calibration data {}", path.display()))?;
+            Some(set)
+        }
+    };
+    let bars = Bars(Mutex::new(None));
+    let (bytes, report) = match args.precision {
+        PrecisionArg::F32 => (loaded.bytes().to_vec(), None),
+        PrecisionArg::F16 => {
+            let q = quantize::quantize_f16(ckpt, calib.as_ref(), threads, &bars)
+                .context("f16 quantization")?;
+            (q.bytes, Some(q.report))
+        }
+        PrecisionArg::Int8 => {
+            let opts = Int8Options {
+                method: match args.method {
+                    MethodArg::Auto => None,
+                    MethodArg::Minmax => Some(CalibMethod::MinMax),
+                    MethodArg::Percentile => Some(CalibMethod::Percentile),
+                    MethodArg::Mse => Some(CalibMethod::Mse),
+                },
+                smoothing,
+                qk: attn(args.qk),
+                av: attn(args.av),
+                select_images: args.select_count,
+                threads,
+                report: args.report,
+                calib_source: args
+                    .calib
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            };
+            let calib = calib.as_ref().context("int8 needs --calib")?;
+            let q =
+                quantize::quantize_int8(ckpt, calib, &opts, &bars).context("int8 quantization")?;
+            (q.bytes, Some(q.report))
+        }
+    };
+    std::fs::write(&args.output, &bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
+    let pack = cait_pack::Pack::parse(&bytes).context("the written pack does not parse")?;
+    let f32_tensor_bytes = loaded.pack()?.tensor_bytes();
     let c = pack.config();
-    eprintln!(
-        "wrote {} ({} bytes, f32, {} parameters, workspace {} bytes)",
-        args.output.display(),
-        bytes.len(),
-        c.num_params(),
-        cait_core::workspace_bytes(c, pack.precision())
-    );
-    if args.report {
-        eprintln!("f32 packs are lossless: every weight is stored exactly as in the checkpoint");
+    let workspace = cait_core::workspace_bytes(c, pack.precision());
+    let precision = pack.precision().as_str();
+    if args.json {
+        let mut v = json!({
+            "output": args.output.display().to_string(),
+            "precision": precision,
+            "pack_bytes": bytes.len(),
+            "tensor_bytes": pack.tensor_bytes(),
+            "f32_tensor_bytes": f32_tensor_bytes,
+            "workspace_bytes": workspace,
+            "parameters": c.num_params(),
+        });
+        if let Some(r) = &report {
+            v["report"] = r.to_json();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "wrote {} ({} bytes, {precision}, {:.1}% of the f32 tensor bytes, {} parameters, workspace {} bytes)",
+            args.output.display(),
+            bytes.len(),
+            100.0 * bytes.len() as f64 / f32_tensor_bytes.max(1) as f64,
+            c.num_params(),
+            workspace
+        );
+        if let Some(r) = &report {
+            for ch in &r.choices {
+                eprintln!("  {}: {} ({})", ch.name, ch.chosen, ch.reason);
+            }
+            if args.report {
+                print!("{}", r.to_table());
+            }
+        } else if args.report {
+            println!("f32 packs are lossless: every weight is stored exactly as in the checkpoint");
+        }
     }
     Ok(())
 }

@@ -181,6 +181,8 @@ fn cait_xxs24_224_matches_timm_and_inspects() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["parameters"], 11_956_264, "{}", file.display());
         assert_eq!(v["architecture"], "cait_xxs24_224");
+        // A published variant with a 1000-class head gets timm's ImageNet-1k names.
+        assert_eq!(v["labels"], 1000);
         let ws = v["workspace_bytes"].as_u64().unwrap();
         // The one-query-row plan: activations O(N·D); a single f32 [H, N, N] tensor alone is 614,656 B.
         assert!(ws > 0 && ws < 1 << 20, "workspace {ws}");

@@ -1,5 +1,6 @@
 //! LayerNorm over the last dimension (timm's `nn.LayerNorm(dim, eps=1e-6)`).
 
+use super::int8::ActQuant;
 use super::sum::{sum, sum_sq_dev};
 
 /// CaiT's LayerNorm epsilon (timm builds every norm with `partial(nn.LayerNorm, eps=1e-6)`).
@@ -30,6 +31,28 @@ impl LayerNorm<'_> {
         }
     }
 
+    /// [`apply`](Self::apply), each output quantized as it is made (int8 packs): the same f32
+    /// expression, so `quantize(apply(x))` bit for bit, without an f32 buffer.
+    #[inline]
+    pub(crate) fn apply_quantized(&self, x: &[f32], q: &ActQuant, out: &mut [i8]) {
+        debug_assert!(x.len() == out.len() && x.len() == self.weight.len());
+        let n = x.len() as f32;
+        let mean = sum(x) / n;
+        let var = sum_sq_dev(x, mean) / n;
+        let rstd = 1.0 / libm::sqrtf(var + EPS);
+        for (((o, &x), &w), &b) in out.iter_mut().zip(x).zip(self.weight).zip(self.bias) {
+            *o = q.quantize((x - mean) * rstd * w + b);
+        }
+    }
+
+    /// [`apply_quantized`](Self::apply_quantized) to each of the `D`-wide rows of `x`.
+    pub(crate) fn apply_rows_quantized(&self, x: &[f32], q: &ActQuant, out: &mut [i8]) {
+        let d = self.weight.len();
+        for (x, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            self.apply_quantized(x, q, o);
+        }
+    }
+
     /// [`apply`](Self::apply) to each of the `D`-wide rows of `x`.
     pub(crate) fn apply_rows(&self, x: &[f32], out: &mut [f32]) {
         let d = self.weight.len();
@@ -42,6 +65,26 @@ impl LayerNorm<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_is_quantize_of_apply() {
+        let x: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 * 0.37 - 11.0)
+            .collect();
+        let w: Vec<f32> = (0..37).map(|i| 0.5 + (i % 5) as f32 * 0.3).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i % 3) as f32 * 0.2 - 0.2).collect();
+        let ln = LayerNorm {
+            weight: &w,
+            bias: &b,
+        };
+        let q = ActQuant::new(0.02, -5.0).unwrap();
+        let mut f = vec![0.0; 37];
+        ln.apply(&x, &mut f);
+        let mut got = vec![0i8; 37];
+        ln.apply_quantized(&x, &q, &mut got);
+        let want: Vec<i8> = f.iter().map(|&v| q.quantize(v)).collect();
+        assert_eq!(got, want);
+    }
 
     proptest::proptest! {
         #[test]

@@ -7,6 +7,7 @@
 //! never changes the order in which any single output is summed.
 
 pub(crate) mod gelu;
+pub(crate) mod int8;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod softmax;

@@ -1,0 +1,592 @@
+//! The int8 stages: patch embedding, self-attention and class-attention blocks, head.
+//!
+//! Same structure and token order as the float stages (`crate::blocks`); the activations that feed
+//! a matmul are int8, the residual stream f32. The scratch layout is in `crate::workspace`.
+
+use cait_pack::int8::{Int8Tensor, act};
+use cait_pack::{BlockParam, GlobalPool, TensorId};
+
+use super::attention::{self, KeysValues, Query, RowScratch};
+use super::{BlockActs, Int8Resolver, Modes, QLinear};
+use crate::attention::{AttentionSink, HeadMix};
+use crate::blocks::Dims;
+use crate::kernels::gelu::gelu;
+use crate::kernels::int8::ActQuant;
+use crate::kernels::layer_norm::LayerNorm;
+use crate::probe::{MaybeProbe, Point, Site};
+use crate::workspace::take;
+use crate::{Error, Outputs};
+
+/// Stem and head: everything outside the blocks.
+#[derive(Clone, Copy)]
+pub(crate) struct Stem<'a> {
+    cls_token: &'a [f32],
+    pos_embed: &'a [f32],
+    patch_embed: QLinear<'a>,
+    /// Quantization of the (normalised) input image.
+    input: ActQuant,
+    /// Final norm, smoothing folded in.
+    norm: LayerNorm<'a>,
+    /// `(scale, shift)` per channel: true features = `smoothed · scale + shift`.
+    smooth: (&'a [f32], &'a [f32]),
+    head: Option<(QLinear<'a>, ActQuant)>,
+    global_pool: GlobalPool,
+    pub(crate) modes: Modes,
+}
+
+impl<'a> Stem<'a> {
+    pub(crate) fn resolve(r: &Int8Resolver<'_, '_, 'a>, modes: Modes) -> Result<Self, Error> {
+        let cfg = r.r.cfg;
+        let [input] = r.act_quant::<1>(Int8Tensor::PatchEmbedActQuant)?;
+        let head = if cfg.num_classes > 0 {
+            let [q] = r.act_quant::<1>(Int8Tensor::HeadActQuant)?;
+            Some((r.linear(TensorId::HeadWeight)?, q))
+        } else {
+            None
+        };
+        Ok(Stem {
+            cls_token: r.r.f32(TensorId::ClsToken)?,
+            pos_embed: r.r.f32(TensorId::PosEmbed)?,
+            patch_embed: r.linear(TensorId::PatchEmbedWeight)?,
+            input,
+            norm: LayerNorm {
+                weight: r.r.f32(TensorId::NormWeight)?,
+                bias: r.r.f32(TensorId::NormBias)?,
+            },
+            smooth: r.norm_smooth(cfg.embed_dim as usize)?,
+            head,
+            global_pool: cfg.global_pool,
+            modes,
+        })
+    }
+
+    pub(crate) fn cls_token(&self) -> &'a [f32] {
+        self.cls_token
+    }
+
+    /// `tokens = Conv2d(k = s = p)(image) + pos_embed` on the int8 image, as many patches per pass
+    /// as fit in `scratch`.
+    pub(crate) fn patch_embed(
+        &self,
+        image: &[f32],
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, p, len) = (dims.d, dims.patch, dims.patch_len);
+        // `take` rounds each region up to 4 bytes: keep 3 spare.
+        let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
+        let (cols, _) = take::<i8>(scratch, per_pass * len);
+        let plane = dims.img[0] * dims.img[1];
+        let width = dims.img[1];
+        let q = self.input;
+        let passes = tokens
+            .chunks_mut(per_pass * d)
+            .zip(self.pos_embed.chunks(per_pass * d));
+        for (pass, (xs, pos)) in passes.enumerate() {
+            let count = xs.len() / d;
+            let cols = &mut cols[..count * len];
+            for (j, col) in cols.chunks_exact_mut(len).enumerate() {
+                let idx = pass * per_pass + j;
+                let (gy, gx) = (idx / dims.grid_cols, idx % dims.grid_cols);
+                for (row, dst) in col.chunks_exact_mut(p).enumerate() {
+                    let (c, ky) = (row / p, row % p);
+                    let start = c * plane + (gy * p + ky) * width + gx * p;
+                    q.quantize_slice(&image[start..start + p], dst);
+                }
+            }
+            probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
+            self.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
+                xs[t * d + o] = y + pos[t * d + o];
+            });
+        }
+        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
+    }
+
+    /// `norm`, pooling, `head`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn head(
+        &self,
+        tokens: &[f32],
+        cls: &[f32],
+        scratch: &mut [u8],
+        features: Option<&mut [f32]>,
+        logits: &mut [f32],
+        dims: &Dims,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let d = dims.d;
+        let (pooled, rest) = take::<f32>(scratch, d);
+        let (normed, rest) = take::<f32>(rest, d);
+        let (quantized, _) = take::<i8>(rest, d);
+        match self.global_pool {
+            GlobalPool::Token => self.norm.apply(cls, pooled),
+            GlobalPool::Avg => {
+                pooled.fill(0.0);
+                for x in tokens.chunks_exact(d) {
+                    self.norm.apply(x, normed);
+                    for (s, &v) in pooled.iter_mut().zip(normed.iter()) {
+                        *s += v;
+                    }
+                }
+                let n = dims.n as f32;
+                for s in pooled.iter_mut() {
+                    *s /= n;
+                }
+            }
+        }
+        // Undo the smoothing for the features (into `normed`, free now).
+        let (scale, shift) = self.smooth;
+        for (((f, &v), &s), &b) in normed.iter_mut().zip(pooled.iter()).zip(scale).zip(shift) {
+            *f = v * s + b;
+        }
+        if let Some(features) = features {
+            features.copy_from_slice(normed);
+        }
+        match &self.head {
+            Some((head, q)) => {
+                q.quantize_slice(pooled, quantized);
+                probe.i8(Site::Head, Point::Input, d, quantized, *q);
+                head.forward(quantized, q.scale, &mut |_, o, y| logits[o] = y);
+            }
+            None => {
+                probe.f32(Site::Head, Point::Input, d, normed);
+                logits.copy_from_slice(normed);
+            }
+        }
+        probe.f32(Site::Head, Point::Output, logits.len(), logits);
+    }
+}
+
+/// The scratch region as the int8 attention uses it (see `crate::workspace`).
+struct AttentionScratch<'w> {
+    keys: &'w mut [i8],
+    values: &'w mut [i8],
+    logits: &'w mut [f32],
+    weights: &'w mut [f32],
+    probs: &'w mut [i8],
+    tile_in: &'w mut [i8],
+    /// `R·D` f32 queries, or `R·D` int8 queries in its first bytes.
+    tile_q: &'w mut [f32],
+    row: &'w mut [f32],
+    acc: &'w mut [i32],
+    tile_out: &'w mut [i8],
+}
+
+impl<'w> AttentionScratch<'w> {
+    fn split(scratch: &'w mut [u8], dims: &Dims, tokens: usize) -> AttentionScratch<'w> {
+        let (d, h, cap, r) = (dims.d, dims.heads, dims.n + 1, dims.rows);
+        let (keys, rest) = take::<i8>(scratch, cap * d);
+        let (values, rest) = take::<i8>(rest, cap * d);
+        let (logits, rest) = take::<f32>(rest, h * cap);
+        let (weights, rest) = take::<f32>(rest, h * cap);
+        let (probs, rest) = take::<i8>(rest, h * cap);
+        let (tile_in, rest) = take::<i8>(rest, r * d);
+        let (tile_q, rest) = take::<f32>(rest, r * d);
+        let (row, rest) = take::<f32>(rest, d);
+        let (acc, rest) = take::<i32>(rest, d);
+        let (tile_out, _) = take::<i8>(rest, r * d);
+        AttentionScratch {
+            keys: &mut keys[..tokens * d],
+            values: &mut values[..tokens * d],
+            logits: &mut logits[..h * tokens],
+            weights: &mut weights[..h * tokens],
+            probs: &mut probs[..h * tokens],
+            tile_in,
+            tile_q,
+            row,
+            acc,
+            tile_out,
+        }
+    }
+}
+
+/// Computes the queries of the int8 rows `x` (`rows × D`) into `tile_q`: int8 with `act[Q]` when
+/// q·kᵀ is int8, else f32. Reports them to the probe.
+#[allow(clippy::too_many_arguments)]
+fn queries(
+    q: &QLinear<'_>,
+    x: &[i8],
+    input: &ActQuant,
+    acts: &BlockActs,
+    modes: Modes,
+    tile_q: &mut [f32],
+    d: usize,
+    site: Site,
+    probe: &mut MaybeProbe<'_>,
+) {
+    let len = x.len();
+    if modes.qk_int8 {
+        let qq = acts[act::Q];
+        let tq = &mut bytemuck::cast_slice_mut::<f32, i8>(tile_q)[..len];
+        q.forward(x, input.scale, &mut |t, o, y| {
+            tq[t * d + o] = qq.quantize(y)
+        });
+        probe.i8(site, Point::Q, d, tq, qq);
+    } else {
+        let tq = &mut tile_q[..len];
+        q.forward(x, input.scale, &mut |t, o, y| tq[t * d + o] = y);
+        probe.f32(site, Point::Q, d, tq);
+    }
+}
+
+/// Query row `j` of `tile_q` as [`queries`] left it.
+fn query<'q>(tile_q: &'q [f32], j: usize, d: usize, acts: &BlockActs, modes: Modes) -> Query<'q> {
+    if modes.qk_int8 {
+        Query::I8(
+            &bytemuck::cast_slice::<f32, i8>(tile_q)[j * d..(j + 1) * d],
+            acts[act::Q].scale,
+        )
+    } else {
+        Query::F32(&tile_q[j * d..(j + 1) * d])
+    }
+}
+
+/// Reports the attention weights that multiplied the values.
+fn report_attention(
+    probe: &mut MaybeProbe<'_>,
+    site: Site,
+    n: usize,
+    weights: &[f32],
+    probs: &[i8],
+    av: Option<&ActQuant>,
+) {
+    match av {
+        Some(q) => probe.i8(site, Point::Attention, n, probs, *q),
+        None => probe.f32(site, Point::Attention, n, weights),
+    }
+}
+
+/// `blocks.{i}` of an int8 pack (LayerScale folded into `proj` and `fc2`).
+pub(crate) struct SelfAttentionBlock<'a> {
+    norm1: LayerNorm<'a>,
+    norm2: LayerNorm<'a>,
+    q: QLinear<'a>,
+    k: QLinear<'a>,
+    v: QLinear<'a>,
+    proj_l: HeadMix<'a>,
+    proj_w: HeadMix<'a>,
+    proj: QLinear<'a>,
+    fc1: QLinear<'a>,
+    fc2: QLinear<'a>,
+    acts: BlockActs,
+}
+
+impl<'a> SelfAttentionBlock<'a> {
+    pub(crate) fn resolve(r: &Int8Resolver<'_, '_, 'a>, i: u32) -> Result<Self, Error> {
+        use BlockParam::*;
+        let id = |p| TensorId::Block(i, p);
+        let f = |p| r.r.f32(id(p));
+        let d = r.r.cfg.embed_dim as usize;
+        let qkv = r.linear(id(QkvWeight))?;
+        Ok(SelfAttentionBlock {
+            norm1: LayerNorm {
+                weight: f(Norm1Weight)?,
+                bias: f(Norm1Bias)?,
+            },
+            norm2: LayerNorm {
+                weight: f(Norm2Weight)?,
+                bias: f(Norm2Bias)?,
+            },
+            q: qkv.output_rows(0, d),
+            k: qkv.output_rows(d, d),
+            v: qkv.output_rows(2 * d, d),
+            proj_l: HeadMix {
+                weight: f(ProjLWeight)?,
+                bias: f(ProjLBias)?,
+            },
+            proj_w: HeadMix {
+                weight: f(ProjWWeight)?,
+                bias: f(ProjWBias)?,
+            },
+            proj: r.linear(id(ProjWeight))?,
+            fc1: r.linear(id(Fc1Weight))?,
+            fc2: r.linear(id(Fc2Weight))?,
+            acts: r.act_quant(Int8Tensor::BlockActQuant {
+                token_only: false,
+                index: i,
+            })?,
+        })
+    }
+
+    /// `x += Attn(norm1(x)); x += Mlp(norm2(x))` on the `N × D` tokens (LayerScale folded).
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        modes: Modes,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        self.attention(x, scratch, dims, modes, site, probe);
+        self.mlp(x, scratch, dims, site, probe);
+        probe.f32(site, Point::Output, dims.d, x);
+    }
+
+    fn attention(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        modes: Modes,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, rows, n) = (dims.d, dims.rows, dims.n);
+        let acts = &self.acts;
+        let (n1, kq, vq) = (acts[act::NORM1], acts[act::K], acts[act::V]);
+        let a = AttentionScratch::split(scratch, dims, n);
+        // Keys (transposed, D × N) and values (N × D) of every token, `rows` tokens per pass.
+        for (pass, xs) in x.chunks(rows * d).enumerate() {
+            let tile = &mut a.tile_in[..xs.len()];
+            self.norm1.apply_rows_quantized(xs, &n1, tile);
+            probe.i8(site, Point::Norm1, d, tile, n1);
+            let (base, keys, values) = (pass * rows, &mut *a.keys, &mut *a.values);
+            self.k.forward(tile, n1.scale, &mut |t, o, y| {
+                keys[o * n + base + t] = kq.quantize(y);
+            });
+            self.v.forward(tile, n1.scale, &mut |t, o, y| {
+                values[(base + t) * d + o] = vq.quantize(y);
+            });
+        }
+        probe.i8(site, Point::K, n, a.keys, kq);
+        probe.i8(site, Point::V, d, a.values, vq);
+        let kv = KeysValues {
+            keys: a.keys,
+            values: a.values,
+            key_scale: kq.scale,
+            value_scale: vq.scale,
+            n,
+            head_dim: dims.head_dim,
+        };
+        let mut row = RowScratch {
+            logits: a.logits,
+            weights: a.weights,
+            probs: a.probs,
+            acc: a.acc,
+        };
+        let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
+        let out_q = acts[act::ATTENTION_OUT];
+        for xs in x.chunks_mut(rows * d) {
+            let count = xs.len() / d;
+            let tile_in = &mut a.tile_in[..xs.len()];
+            self.norm1.apply_rows_quantized(xs, &n1, tile_in);
+            queries(&self.q, tile_in, &n1, acts, modes, a.tile_q, d, site, probe);
+            let tile_out = &mut a.tile_out[..xs.len()];
+            for j in 0..count {
+                let q = query(a.tile_q, j, d, acts, modes);
+                attention::talking_heads(q, &kv, &self.proj_l, &self.proj_w, av, &mut row, a.row);
+                report_attention(probe, site, n, row.logits, row.probs, av);
+                out_q.quantize_slice(a.row, &mut tile_out[j * d..(j + 1) * d]);
+            }
+            probe.i8(site, Point::AttentionOut, d, tile_out, out_q);
+            self.proj
+                .forward(tile_out, out_q.scale, &mut |t, o, y| xs[t * d + o] += y);
+        }
+    }
+
+    fn mlp(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, hidden) = (dims.d, dims.hidden);
+        // `take` rounds each of the two regions up to 4 bytes: keep 6 spare.
+        let per_pass = (scratch.len().saturating_sub(6) / (d + hidden)).clamp(1, dims.n.max(1));
+        let (normed, rest) = take::<i8>(scratch, per_pass * d);
+        let (hid, _) = take::<i8>(rest, per_pass * hidden);
+        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
+        for xs in x.chunks_mut(per_pass * d) {
+            let count = xs.len() / d;
+            let normed = &mut normed[..count * d];
+            let hid = &mut hid[..count * hidden];
+            self.norm2.apply_rows_quantized(xs, &n2, normed);
+            probe.i8(site, Point::Norm2, d, normed, n2);
+            self.fc1.forward(normed, n2.scale, &mut |t, o, y| {
+                hid[t * hidden + o] = hq.quantize(gelu(y));
+            });
+            probe.i8(site, Point::Hidden, hidden, hid, hq);
+            self.fc2
+                .forward(hid, hq.scale, &mut |t, o, y| xs[t * d + o] += y);
+        }
+    }
+}
+
+/// `blocks_token_only.{i}` of an int8 pack.
+pub(crate) struct ClassAttentionBlock<'a> {
+    norm1: LayerNorm<'a>,
+    norm2: LayerNorm<'a>,
+    q: QLinear<'a>,
+    k: QLinear<'a>,
+    v: QLinear<'a>,
+    proj: QLinear<'a>,
+    fc1: QLinear<'a>,
+    fc2: QLinear<'a>,
+    acts: BlockActs,
+}
+
+impl<'a> ClassAttentionBlock<'a> {
+    pub(crate) fn resolve(r: &Int8Resolver<'_, '_, 'a>, i: u32) -> Result<Self, Error> {
+        use BlockParam::*;
+        let id = |p| TensorId::TokenBlock(i, p);
+        let f = |p| r.r.f32(id(p));
+        Ok(ClassAttentionBlock {
+            norm1: LayerNorm {
+                weight: f(Norm1Weight)?,
+                bias: f(Norm1Bias)?,
+            },
+            norm2: LayerNorm {
+                weight: f(Norm2Weight)?,
+                bias: f(Norm2Bias)?,
+            },
+            q: r.linear(id(QWeight))?,
+            k: r.linear(id(KWeight))?,
+            v: r.linear(id(VWeight))?,
+            proj: r.linear(id(ProjWeight))?,
+            fc1: r.linear(id(Fc1Weight))?,
+            fc2: r.linear(id(Fc2Weight))?,
+            acts: r.act_quant(Int8Tensor::BlockActQuant {
+                token_only: true,
+                index: i,
+            })?,
+        })
+    }
+
+    /// With `u = [cls; x]`: `cls += ClassAttn(norm1(u)); cls += Mlp(norm2(cls))`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        modes: Modes,
+        block: usize,
+        mut sink: Option<&mut dyn AttentionSink>,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let site = Site::TokenBlock(block as u32);
+        let (d, rows, tokens) = (dims.d, dims.rows, dims.n + 1);
+        let acts = &self.acts;
+        let (n1, kq, vq) = (acts[act::NORM1], acts[act::K], acts[act::V]);
+        {
+            let a = AttentionScratch::split(scratch, dims, tokens);
+            let keys = &mut *a.keys;
+            for (pass, values) in a.values.chunks_mut(rows * d).enumerate() {
+                let tile = &mut a.tile_in[..values.len()];
+                for (j, out) in tile.chunks_exact_mut(d).enumerate() {
+                    let t = pass * rows + j;
+                    let token = if t == 0 {
+                        &*cls
+                    } else {
+                        &x[(t - 1) * d..t * d]
+                    };
+                    self.norm1.apply_quantized(token, &n1, out);
+                }
+                probe.i8(site, Point::Norm1, d, tile, n1);
+                let base = pass * rows;
+                self.k.forward(tile, n1.scale, &mut |t, o, y| {
+                    keys[o * tokens + base + t] = kq.quantize(y);
+                });
+                self.v.forward(tile, n1.scale, &mut |t, o, y| {
+                    values[t * d + o] = vq.quantize(y);
+                });
+            }
+            probe.i8(site, Point::K, tokens, keys, kq);
+            probe.i8(site, Point::V, d, a.values, vq);
+            let normed = &mut a.tile_in[..d];
+            self.norm1.apply_quantized(cls, &n1, normed);
+            queries(&self.q, normed, &n1, acts, modes, a.tile_q, d, site, probe);
+            let kv = KeysValues {
+                keys,
+                values: a.values,
+                key_scale: kq.scale,
+                value_scale: vq.scale,
+                n: tokens,
+                head_dim: dims.head_dim,
+            };
+            let mut row = RowScratch {
+                logits: a.logits,
+                weights: a.weights,
+                probs: a.probs,
+                acc: a.acc,
+            };
+            let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
+            let q = query(a.tile_q, 0, d, acts, modes);
+            attention::class_attention(q, &kv, av, &mut row, a.row, |head, w| {
+                if let Some(s) = sink.as_deref_mut() {
+                    s.class_attention(block, head, w);
+                }
+            });
+            report_attention(probe, site, tokens, row.weights, row.probs, av);
+            let out_q = acts[act::ATTENTION_OUT];
+            let out = &mut a.tile_out[..d];
+            out_q.quantize_slice(a.row, out);
+            probe.i8(site, Point::AttentionOut, d, out, out_q);
+            self.proj
+                .forward(out, out_q.scale, &mut |_, o, y| cls[o] += y);
+        }
+        let hidden = dims.hidden_token;
+        let (normed, rest) = take::<i8>(scratch, d);
+        let (hid, _) = take::<i8>(rest, hidden);
+        let (n2, hq) = (acts[act::NORM2], acts[act::HIDDEN]);
+        self.norm2.apply_quantized(cls, &n2, normed);
+        probe.i8(site, Point::Norm2, d, normed, n2);
+        self.fc1.forward(normed, n2.scale, &mut |_, o, y| {
+            hid[o] = hq.quantize(gelu(y));
+        });
+        probe.i8(site, Point::Hidden, hidden, hid, hq);
+        self.fc2.forward(hid, hq.scale, &mut |_, o, y| cls[o] += y);
+        probe.f32(site, Point::Output, d, cls);
+    }
+}
+
+/// Runs an int8 model: `workspace` holds exactly the int8 layout's bytes, 4-byte aligned.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    r: &Int8Resolver<'_, '_, '_>,
+    stem: &Stem<'_>,
+    dims: &Dims,
+    input: &[f32],
+    workspace: &mut [u8],
+    outputs: Outputs<'_>,
+    probe: Option<&mut dyn crate::Probe>,
+) -> Result<(), Error> {
+    let Outputs {
+        logits,
+        features,
+        mut attention,
+    } = outputs;
+    let mut probe = MaybeProbe(probe);
+    let cfg = r.r.cfg;
+    let (tokens, rest) = take::<f32>(workspace, dims.n * dims.d);
+    let (cls, scratch) = take::<f32>(rest, dims.d);
+    stem.patch_embed(input, tokens, scratch, dims, &mut probe);
+    for i in 0..cfg.depth {
+        SelfAttentionBlock::resolve(r, i)?.forward(
+            tokens,
+            scratch,
+            dims,
+            stem.modes,
+            Site::Block(i),
+            &mut probe,
+        );
+    }
+    cls.copy_from_slice(stem.cls_token());
+    for i in 0..cfg.depth_token_only {
+        let block = ClassAttentionBlock::resolve(r, i)?;
+        let sink = attention
+            .as_mut()
+            .map(|s| &mut **s as &mut dyn AttentionSink);
+        block.forward(
+            tokens, cls, scratch, dims, stem.modes, i as usize, sink, &mut probe,
+        );
+    }
+    stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The int8 engine: runs int8 packs (`Precision::Int8`).
+//!
+//! What is int8 and what stays f32 (every choice is recorded in the pack by the quantizer):
+//! - **int8, `i32` accumulation**: every linear layer (patch embedding, q/k/v, proj, fc1, fc2, head)
+//!   with per-output-channel symmetric weights and a static per-tensor input scale and zero point;
+//!   q·kᵀ and attention·v when the pack's `quant.qk` / `quant.av` say `int8`.
+//! - **int8 storage**: the keys and values of the attention (the largest activations after the
+//!   residual stream), whatever the q·kᵀ / attention·v modes.
+//! - **f32**: the residual stream, LayerNorm, softmax, GELU, the talking-heads mixes and the logits.
+//!   Requantization is f32 (`(acc + bias) · (s_in · s_w[o])`, then round-half-even into int8), which
+//!   every supported target computes identically (no FMA contraction, no `std` math).
+//!
+//! LayerScale is folded into the preceding projection's weights (`proj`, `fc2`), and per-channel
+//! smoothing into the LayerNorms' affine parameters, by the quantizer: the engine just runs what
+//! the pack holds. Tensor names are in `cait_pack::int8`.
+
+mod attention;
+mod blocks;
+#[cfg(test)]
+mod tests;
+
+use cait_pack::int8::{self as names, Int8Tensor, NameBuf, act};
+use cait_pack::{ErrorName, Pack, PackError, Quant, Shape, TensorId, TensorView};
+
+pub(crate) use blocks::{ClassAttentionBlock, SelfAttentionBlock, Stem, forward};
+
+use crate::Error;
+use crate::blocks::Resolver;
+use crate::kernels::int8::{self as k8, ActQuant, MAX_REDUCTION};
+
+/// How the attention's two matmuls run (the pack's `quant.qk` / `quant.av`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Modes {
+    /// q·kᵀ on int8 queries and keys (else f32 queries against the dequantized int8 keys).
+    pub(crate) qk_int8: bool,
+    /// attention·v on int8 weights and values (else f32 weights against the dequantized values).
+    pub(crate) av_int8: bool,
+}
+
+impl Modes {
+    pub(crate) fn from_pack(pack: &Pack<'_>) -> Result<Modes, Error> {
+        let mode = |key: &'static str| match pack.metadata().get(key) {
+            Some("int8") => Ok(true),
+            Some("f32") => Ok(false),
+            _ => Err(Error::BadMetadata { key }),
+        };
+        Ok(Modes {
+            qk_int8: mode(names::META_QK)?,
+            av_int8: mode(names::META_AV)?,
+        })
+    }
+}
+
+/// An int8 linear layer, borrowed from the pack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QLinear<'a> {
+    /// `[out, in]` int8, symmetric per output channel.
+    weight: &'a [i8],
+    /// `[out]`: `real weight = weight_scale[o] · weight[o, j]`.
+    weight_scale: &'a [f32],
+    /// `[out]` in accumulator units, input zero point folded in.
+    bias: &'a [i32],
+    in_features: usize,
+}
+
+impl<'a> QLinear<'a> {
+    /// The layer restricted to output features `start..start + len` (timm's fused qkv).
+    pub(crate) fn output_rows(&self, start: usize, len: usize) -> QLinear<'a> {
+        let k = self.in_features;
+        QLinear {
+            weight: &self.weight[start * k..(start + len) * k],
+            weight_scale: &self.weight_scale[start..start + len],
+            bias: &self.bias[start..start + len],
+            in_features: k,
+        }
+    }
+
+    /// For every `in_features`-wide row `t` of `x` (int8 with scale `input_scale`) and output `o`:
+    /// `emit(t, o, y)`, `y = (acc + bias[o]) · (input_scale · weight_scale[o])` in f32, `acc` the
+    /// exact `i32` dot product. Outputs come in an unspecified order; each exactly once.
+    #[inline]
+    pub(crate) fn forward(
+        &self,
+        x: &[i8],
+        input_scale: f32,
+        emit: &mut impl FnMut(usize, usize, f32),
+    ) {
+        let (scale, bias) = (self.weight_scale, self.bias);
+        k8::linear(x, self.weight, self.in_features, &mut |t, o, acc| {
+            let y = acc.saturating_add(bias[o]) as f32 * (input_scale * scale[o]);
+            emit(t, o, y)
+        });
+    }
+}
+
+/// Looks the int8 tensors up (see [`cait_pack::int8`]).
+pub(crate) struct Int8Resolver<'r, 'p, 'a> {
+    pub(crate) r: &'r Resolver<'p, 'a>,
+}
+
+impl<'a> Int8Resolver<'_, '_, 'a> {
+    fn view(&self, t: Int8Tensor) -> Result<TensorView<'a>, Error> {
+        // Every int8 tensor name fits a NameBuf (the longest is 52 bytes of its 96).
+        let name = NameBuf::of(&t).ok_or(Error::MissingInt8Tensor(t))?;
+        self.r
+            .pack
+            .tensor_by_name(name.as_str())
+            .ok_or(Error::MissingInt8Tensor(t))
+    }
+
+    fn shaped(&self, t: Int8Tensor, dims: &[u32]) -> Result<TensorView<'a>, Error> {
+        let view = self.view(t)?;
+        let expected = Shape::new(dims);
+        if view.shape != expected {
+            return Err(PackError::ShapeMismatch {
+                name: ErrorName::unindexed(view.name),
+                expected,
+                found: view.shape,
+            }
+            .into());
+        }
+        Ok(view)
+    }
+
+    /// `rows` activation quantizations `(scale, zero_point)` from an `[rows, 2]` f32 tensor.
+    pub(crate) fn act_quant<const N: usize>(&self, t: Int8Tensor) -> Result<[ActQuant; N], Error> {
+        let data = self.shaped(t, &[N as u32, 2])?.as_f32()?;
+        let mut out = [ActQuant::UNIT; N];
+        for (row, (o, pair)) in out.iter_mut().zip(data.chunks_exact(2)).enumerate() {
+            *o = ActQuant::new(pair[0], pair[1])
+                .ok_or(Error::BadActivationQuant { tensor: t, row })?;
+        }
+        Ok(out)
+    }
+
+    /// An int8 linear layer: `weight` (shape from the config, int8, per-output-channel scales) and
+    /// its `acc_bias`.
+    pub(crate) fn linear(&self, weight: TensorId) -> Result<QLinear<'a>, Error> {
+        let w = self.r.i8(weight)?;
+        let view = self.r.pack.tensor(weight)?;
+        let out = view.shape.dims().first().map_or(0, |&o| o as usize);
+        let in_features = w.len().checked_div(out).unwrap_or(0);
+        if in_features > MAX_REDUCTION {
+            return Err(Error::ReductionTooLong {
+                length: in_features,
+            });
+        }
+        let weight_scale = match view.quant {
+            // Pack::parse checked that the scales tensor is f32, `out` long, finite and > 0.
+            Quant::PerChannel { axis: 0, scales } => self
+                .r
+                .pack
+                .tensor_at(scales as usize)
+                .ok_or(Error::NotPerChannel(ErrorName::unindexed(view.name)))?
+                .as_f32()?,
+            _ => return Err(Error::NotPerChannel(ErrorName::unindexed(view.name))),
+        };
+        let bias = self
+            .shaped(Int8Tensor::AccBias(weight), &[out as u32])?
+            .as_i32()?;
+        if weight_scale.len() != out || bias.len() != out || in_features == 0 {
+            return Err(Error::NotPerChannel(ErrorName::unindexed(view.name)));
+        }
+        Ok(QLinear {
+            weight: w,
+            weight_scale,
+            bias,
+            in_features,
+        })
+    }
+
+    /// `norm.smooth` `[2, D]`: per-channel scale and shift.
+    pub(crate) fn norm_smooth(&self, d: usize) -> Result<(&'a [f32], &'a [f32]), Error> {
+        let data = self
+            .shaped(Int8Tensor::NormSmooth, &[2, d as u32])?
+            .as_f32()?;
+        Ok(data.split_at(d))
+    }
+}
+
+/// Rows of a block's activation table.
+pub(crate) type BlockActs = [ActQuant; act::ROWS];

@@ -1,0 +1,164 @@
+//! The tensors and metadata an int8 pack adds to the timm names, shared by the writer (cait-quant)
+//! and the engine (cait-core). The layout is documented in the README, *int8 packs*.
+
+use core::fmt;
+
+use crate::TensorId;
+
+/// Rows of a block's [`Int8Tensor::BlockActQuant`]: one `(scale, zero_point)` per activation that
+/// feeds an int8 matmul, in this order.
+pub mod act {
+    /// `norm1` output: the q/k/v input.
+    pub const NORM1: usize = 0;
+    /// Scaled queries (q·kᵀ input; unused when `quant.qk` is `f32`).
+    pub const Q: usize = 1;
+    /// Keys (stored int8 in the workspace).
+    pub const K: usize = 2;
+    /// Values (stored int8 in the workspace).
+    pub const V: usize = 3;
+    /// Attention weights (attn·v input; unused when `quant.av` is `f32`).
+    pub const ATTENTION: usize = 4;
+    /// Attention output: the `proj` input.
+    pub const ATTENTION_OUT: usize = 5;
+    /// `norm2` output: the `fc1` input.
+    pub const NORM2: usize = 6;
+    /// GELU output: the `fc2` input.
+    pub const HIDDEN: usize = 7;
+    /// Rows per block.
+    pub const ROWS: usize = 8;
+}
+
+/// Metadata key: how q·kᵀ is computed, `int8` or `f32`.
+pub const META_QK: &str = "quant.qk";
+/// Metadata key: how attention·v is computed, `int8` or `f32`.
+pub const META_AV: &str = "quant.av";
+
+/// A tensor only int8 packs hold. `Display` writes its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Int8Tensor {
+    /// `<layer>.weight_scale`, f32 `[out]`: the per-output-channel scales of the int8 weight `id`
+    /// (`<layer>.weight`), which links to it with `Quant::PerChannel { axis: 0, .. }`.
+    WeightScale(TensorId),
+    /// `<layer>.acc_bias`, i32 `[out]`: the bias of weight `id`'s layer in accumulator units
+    /// (`real = input_scale · weight_scale[o] · acc_bias[o]`), with the input's zero point folded
+    /// in (`- zero_point · Σ_j weight[o, j]`).
+    AccBias(TensorId),
+    /// `blocks.{i}.act_quant` (or `blocks_token_only.{i}.act_quant` when `token_only`), f32
+    /// `[act::ROWS, 2]`: `(scale, zero_point)` of each activation, rows as in [`act`].
+    BlockActQuant {
+        /// A class-attention block.
+        token_only: bool,
+        /// Block index.
+        index: u32,
+    },
+    /// `patch_embed.act_quant`, f32 `[1, 2]`: the input image's `(scale, zero_point)`.
+    PatchEmbedActQuant,
+    /// `head.act_quant`, f32 `[1, 2]`: the head input's `(scale, zero_point)`.
+    HeadActQuant,
+    /// `norm.smooth`, f32 `[2, D]`: the per-channel smoothing folded into the final norm, `(scale,
+    /// shift)` per channel, so the true features are `smoothed · scale + shift`.
+    NormSmooth,
+}
+
+impl fmt::Display for Int8Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layer = |f: &mut fmt::Formatter<'_>, id: &TensorId, suffix: &str| {
+            // `<layer>.weight` → `<layer>.<suffix>` (every key fits a NameBuf).
+            let key = NameBuf::of(id).ok_or(fmt::Error)?;
+            let key = key.as_str();
+            write!(f, "{}.{suffix}", key.strip_suffix(".weight").unwrap_or(key))
+        };
+        match self {
+            Int8Tensor::WeightScale(id) => layer(f, id, "weight_scale"),
+            Int8Tensor::AccBias(id) => layer(f, id, "acc_bias"),
+            Int8Tensor::BlockActQuant {
+                token_only: false,
+                index,
+            } => write!(f, "blocks.{index}.act_quant"),
+            Int8Tensor::BlockActQuant {
+                token_only: true,
+                index,
+            } => write!(f, "blocks_token_only.{index}.act_quant"),
+            Int8Tensor::PatchEmbedActQuant => f.write_str("patch_embed.act_quant"),
+            Int8Tensor::HeadActQuant => f.write_str("head.act_quant"),
+            Int8Tensor::NormSmooth => f.write_str("norm.smooth"),
+        }
+    }
+}
+
+/// A name built without allocating (for lookups on devices): `Display` output of up to 96 bytes.
+#[derive(Clone, Copy)]
+pub struct NameBuf {
+    bytes: [u8; 96],
+    len: usize,
+}
+
+impl NameBuf {
+    /// `value`'s `Display` output, or `None` if it is longer than 96 bytes.
+    pub fn of(value: &impl fmt::Display) -> Option<NameBuf> {
+        let mut n = NameBuf {
+            bytes: [0; 96],
+            len: 0,
+        };
+        fmt::write(&mut n, format_args!("{value}")).ok()?;
+        Some(n)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for NameBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BlockParam;
+
+    #[test]
+    fn names() {
+        let cases = [
+            (
+                Int8Tensor::AccBias(TensorId::Block(3, BlockParam::QkvWeight)),
+                "blocks.3.attn.qkv.acc_bias",
+            ),
+            (
+                Int8Tensor::WeightScale(TensorId::TokenBlock(1, BlockParam::Fc2Weight)),
+                "blocks_token_only.1.mlp.fc2.weight_scale",
+            ),
+            (
+                Int8Tensor::AccBias(TensorId::PatchEmbedWeight),
+                "patch_embed.proj.acc_bias",
+            ),
+            (
+                Int8Tensor::WeightScale(TensorId::HeadWeight),
+                "head.weight_scale",
+            ),
+            (
+                Int8Tensor::BlockActQuant {
+                    token_only: true,
+                    index: 0,
+                },
+                "blocks_token_only.0.act_quant",
+            ),
+            (Int8Tensor::NormSmooth, "norm.smooth"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(t.to_string(), want);
+            assert_eq!(NameBuf::of(&t).unwrap().as_str(), want);
+        }
+    }
+}

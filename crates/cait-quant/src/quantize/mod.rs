@@ -1,0 +1,886 @@
+//! Quantization: checkpoint → f16 or int8 pack, with calibration and an error report.
+//!
+//! int8 ([`quantize_int8`]):
+//! 1. run the float (f32) engine over the calibration images with a probe, recording every
+//!    quantized activation's range, the per-channel ranges of LayerNorm outputs, and the logits;
+//! 2. for each per-channel smoothing candidate, derive the smoothing factors and histogram every
+//!    activation (a second float pass);
+//! 3. for each calibration method × smoothing candidate, build the int8 pack and run the **int8
+//!    engine** on the calibration images: keep the best end-to-end logit SQNR against the float
+//!    logits (the measured choice is recorded in the pack);
+//! 4. likewise for q·kᵀ and attention·v in int8 or f32;
+//! 5. optionally, the per-layer report: both engines on every calibration image, activation by
+//!    activation.
+//!
+//! Everything measured runs through the same engine the device runs, so the numbers are the
+//! pack's, not a simulation's.
+
+mod calib;
+mod int8;
+mod observe;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use cait_core::{Point, Site, Tap};
+use cait_pack::{BlockParam, TensorId};
+
+pub use report::{Candidate, Choice, LayerRow, Report};
+
+use crate::data::Dataset;
+use crate::{Checkpoint, ImportError};
+use calib::ActParams;
+use int8::{Plan, Smooth};
+use observe::{
+    Comparer, Energy, HistPlan, HistProbe, PackBuf, Recorder, Runner, StatsProbe, argmax,
+    is_layer_norm, is_symmetric, parallel,
+};
+
+/// How a static activation range is chosen from the calibration activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CalibMethod {
+    /// The observed minimum and maximum.
+    MinMax,
+    /// The 0.01% and 99.99% percentiles (`|x|` at 99.99% for symmetric activations).
+    Percentile,
+    /// The range that minimises the expected squared quantization error (clipping + rounding).
+    Mse,
+}
+
+impl CalibMethod {
+    /// Every method, in the order they are tried.
+    pub const ALL: [CalibMethod; 3] = [
+        CalibMethod::MinMax,
+        CalibMethod::Percentile,
+        CalibMethod::Mse,
+    ];
+
+    /// `minmax`, `percentile` or `mse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalibMethod::MinMax => "minmax",
+            CalibMethod::Percentile => "percentile",
+            CalibMethod::Mse => "mse",
+        }
+    }
+}
+
+/// Per-channel smoothing of the LayerNorm outputs (RepQ-ViT's reparameterisation, with
+/// SmoothQuant's migration strength): each channel `c` of a LayerNorm output is shifted to the
+/// centre of its calibration range `m_c` and divided by `r_c = h_c^α / w_c^(1-α)` (`h_c` its
+/// half-range, `w_c` the largest weight magnitude of input column `c` of the consuming layers).
+/// `(x - m) / r` is folded into the LayerNorm's affine parameters and `r`, `m` into the consumers'
+/// weights and biases, so the float function is unchanged; α = 1 makes every channel's range
+/// equal (RepQ-ViT), α = 0.5 splits the outliers between activations and weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Smoothing {
+    /// None: the LayerNorm outputs are quantized as they are.
+    Off,
+    /// Migration strength α in (0, 1].
+    Alpha(f32),
+}
+
+impl Smoothing {
+    /// The candidates measured by default.
+    pub const CANDIDATES: [Smoothing; 3] =
+        [Smoothing::Off, Smoothing::Alpha(0.5), Smoothing::Alpha(1.0)];
+
+    /// `off` or `alpha=<α>`.
+    pub fn as_string(self) -> String {
+        match self {
+            Smoothing::Off => "off".into(),
+            Smoothing::Alpha(a) => format!("alpha={a}"),
+        }
+    }
+}
+
+/// How one of the attention's matmuls runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttnMode {
+    /// int8 operands, i32 sums.
+    Int8,
+    /// f32 operand against the dequantized int8 keys or values.
+    F32,
+}
+
+impl AttnMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttnMode::Int8 => "int8",
+            AttnMode::F32 => "f32",
+        }
+    }
+}
+
+/// How much better (logit SQNR, dB) f32 attention must measure before it is kept instead of
+/// int8: below this the difference is within what another calibration subset changes.
+pub const ATTENTION_F32_MARGIN_DB: f64 = 1.0;
+
+/// Options of [`quantize_int8`]: `None` means "measure the candidates and keep the best".
+#[derive(Clone, Debug)]
+pub struct Int8Options {
+    /// Calibration method.
+    pub method: Option<CalibMethod>,
+    /// Smoothing of the LayerNorm outputs.
+    pub smoothing: Option<Smoothing>,
+    /// q·kᵀ.
+    pub qk: Option<AttnMode>,
+    /// Attention·v.
+    pub av: Option<AttnMode>,
+    /// Calibration images the candidates are compared on (the first ones; 0 = all).
+    pub select_images: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Also measure the per-layer report (another float and int8 pass over every image).
+    pub report: bool,
+    /// Where the calibration data came from, recorded in the pack.
+    pub calib_source: String,
+}
+
+impl Default for Int8Options {
+    fn default() -> Self {
+        Int8Options {
+            method: None,
+            smoothing: None,
+            qk: None,
+            av: None,
+            select_images: 64,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            report: false,
+            calib_source: String::new(),
+        }
+    }
+}
+
+/// Receives progress (the CLI shows bars); called from worker threads.
+pub trait Progress: Sync {
+    /// A phase of `total` steps begins.
+    fn begin(&self, _phase: &str, _total: u64) {}
+    /// One step done.
+    fn tick(&self) {}
+    /// The phase is over.
+    fn end(&self) {}
+}
+
+/// No progress output.
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// A quantized pack and what it cost.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The pack.
+    pub bytes: Vec<u8>,
+    /// The measured choices and, when asked for, the per-layer report.
+    pub report: Report,
+}
+
+/// Why quantization failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QuantError {
+    /// The checkpoint's tensors are missing, mis-shaped or not finite.
+    Import(ImportError),
+    /// The calibration set holds no images.
+    EmptyCalibration,
+    /// The calibration images do not have the model's input shape.
+    CalibrationShape {
+        /// `[C, H, W]` of the images.
+        found: [usize; 3],
+        /// `[C, H, W]` the model takes.
+        expected: [usize; 3],
+    },
+    /// The calibration images hold NaN or infinite values.
+    CalibrationNotFinite {
+        /// Image index.
+        image: usize,
+    },
+    /// The engine refused the pack or an input.
+    Engine(cait_core::Error),
+    /// A bug: the quantizer built something inconsistent.
+    Internal(String),
+}
+
+impl fmt::Display for QuantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QuantError::Import(e) => write!(f, "{e}"),
+            QuantError::EmptyCalibration => f.write_str("the calibration set holds no images"),
+            QuantError::CalibrationShape { found, expected } => write!(
+                f,
+                "calibration images are {found:?} (C, H, W) but the model takes {expected:?}"
+            ),
+            QuantError::CalibrationNotFinite { image } => {
+                write!(f, "calibration image {image} holds NaN or infinite values")
+            }
+            QuantError::Engine(e) => write!(f, "engine: {e}"),
+            QuantError::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for QuantError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QuantError::Import(e) => Some(e),
+            QuantError::Engine(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ImportError> for QuantError {
+    fn from(e: ImportError) -> Self {
+        QuantError::Import(e)
+    }
+}
+
+fn check_calibration(ckpt: &Checkpoint, calib: &Dataset) -> Result<(), QuantError> {
+    let cfg = &ckpt.config;
+    let expected = [
+        cfg.in_chans as usize,
+        cfg.img_size[0] as usize,
+        cfg.img_size[1] as usize,
+    ];
+    if calib.n == 0 {
+        return Err(QuantError::EmptyCalibration);
+    }
+    if calib.sample_shape != expected || calib.images.len() != calib.n * calib.sample_len() {
+        return Err(QuantError::CalibrationShape {
+            found: calib.sample_shape,
+            expected,
+        });
+    }
+    if let Some(i) = calib.images.iter().position(|v| !v.is_finite()) {
+        return Err(QuantError::CalibrationNotFinite {
+            image: i / calib.sample_len(),
+        });
+    }
+    Ok(())
+}
+
+/// Logit SQNR and top-1 agreement of `got` against `want` (one logit vector per image).
+fn agreement(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64) {
+    let mut e = Energy::default();
+    let mut same = 0usize;
+    for (w, g) in want.iter().zip(got) {
+        for (&a, &b) in w.iter().zip(g) {
+            e.add(a, b);
+        }
+        same += (argmax(w) == argmax(g)) as usize;
+    }
+    (e.sqnr_db(), same as f64 / want.len().max(1) as f64)
+}
+
+/// Runs `model` on images `0..n`, returning the logits in image order.
+fn logits_of(
+    pack: &PackBuf,
+    calib: &Dataset,
+    n: usize,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>, QuantError> {
+    let model = pack.model()?;
+    let states = parallel(
+        n,
+        threads,
+        progress,
+        || Ok((Runner::new(model), Vec::new())),
+        |(runner, out): &mut (Runner<'_>, Vec<(usize, Vec<f32>)>), i| {
+            runner.run(calib.image(i), None)?;
+            out.push((i, runner.logits.clone()));
+            Ok(())
+        },
+    )?;
+    let mut all: Vec<(usize, Vec<f32>)> = states.into_iter().flat_map(|s| s.1).collect();
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Per-layer report: both engines on every image, activation by activation.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    float: &PackBuf,
+    quant: &PackBuf,
+    calib: &Dataset,
+    unsmooth: &HashMap<Tap, (Vec<f32>, Vec<f32>)>,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<(HashMap<Tap, Energy>, f64, f64), QuantError> {
+    let (fm, qm) = (float.model()?, quant.model()?);
+    type State<'a> = (
+        Runner<'a>,
+        Runner<'a>,
+        Recorder,
+        HashMap<Tap, Energy>,
+        Vec<(usize, Vec<f32>, Vec<f32>)>,
+    );
+    let states = parallel(
+        calib.n,
+        threads,
+        progress,
+        || {
+            Ok((
+                Runner::new(fm),
+                Runner::new(qm),
+                Recorder::default(),
+                HashMap::new(),
+                Vec::new(),
+            ))
+        },
+        |(f, q, rec, energy, logits): &mut State<'_>, i| {
+            rec.clear();
+            f.run(calib.image(i), Some(rec))?;
+            let mut cmp = Comparer {
+                reference: &rec.taps,
+                unsmooth,
+                cursor: HashMap::new(),
+                energy: std::mem::take(energy),
+            };
+            q.run(calib.image(i), Some(&mut cmp))?;
+            *energy = cmp.energy;
+            logits.push((i, f.logits.clone(), q.logits.clone()));
+            Ok(())
+        },
+    )?;
+    let mut energy: HashMap<Tap, Energy> = HashMap::new();
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    let mut all = Vec::new();
+    for s in states {
+        for (tap, e) in s.3 {
+            energy.entry(tap).or_default().merge(&e);
+        }
+        all.extend(s.4);
+    }
+    all.sort_by_key(|(i, _, _)| *i);
+    for (_, w, g) in all {
+        want.push(w);
+        got.push(g);
+    }
+    let (sqnr, agree) = agreement(&want, &got);
+    Ok((energy, sqnr, agree))
+}
+
+/// An f16 pack of `ckpt` (see [`write_pack_f16`](crate::write_pack_f16)). With calibration data,
+/// the report measures the f16 engine against the f32 one on it; without, only the weights.
+pub fn quantize_f16(
+    ckpt: &Checkpoint,
+    calib: Option<&Dataset>,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Quantized, QuantError> {
+    crate::pack::check_tensors(ckpt)?;
+    let metadata = [
+        (
+            "quant.weights",
+            "f16 (round to nearest even): patch_embed, q/k/v, proj, fc1, fc2, head".to_string(),
+        ),
+        (
+            "quant.f32",
+            "compute; LayerNorm statistics; norms, LayerScale, biases, tokens, pos_embed, talking-heads mixes"
+                .to_string(),
+        ),
+    ];
+    let bytes = crate::write_pack_f16(ckpt, &metadata)?;
+    // Weight SQNR of each linear layer.
+    let mut weights = Vec::new();
+    for spec in ckpt.config.tensors().filter(|s| s.id.is_linear_weight()) {
+        let t = ckpt
+            .tensor(spec.id)
+            .ok_or_else(|| QuantError::Internal(format!("no {}", spec.id)))?;
+        let mut e = Energy::default();
+        for &v in &t.data {
+            e.add(v, half::f16::from_f32(v).to_f32());
+        }
+        let name = spec.id.to_string();
+        weights.push((name.trim_end_matches(".weight").to_owned(), e));
+    }
+    let mut report = Report {
+        precision: "f16".into(),
+        images: 0,
+        layers: report::layers(&ckpt.config, &weights, &HashMap::new()),
+        logit_sqnr_db: None,
+        top1_agreement: None,
+        choices: Vec::new(),
+    };
+    if let Some(calib) = calib {
+        check_calibration(ckpt, calib)?;
+        let float = PackBuf::new(&crate::write_pack_f32(ckpt)?);
+        let quant = PackBuf::new(&bytes);
+        progress.begin("measure", calib.n as u64);
+        let (acts, sqnr, agree) =
+            measure(&float, &quant, calib, &HashMap::new(), threads, progress)?;
+        progress.end();
+        report.images = calib.n;
+        report.layers = report::layers(&ckpt.config, &weights, &acts);
+        report.logit_sqnr_db = Some(sqnr);
+        report.top1_agreement = Some(agree);
+    }
+    Ok(Quantized { bytes, report })
+}
+
+/// The consumers of a LayerNorm output: the linear weights whose input columns its smoothing
+/// scales.
+fn consumers(tap: Tap) -> Vec<TensorId> {
+    use BlockParam::*;
+    match (tap.site, tap.point) {
+        (Site::Block(i), Point::Norm1) => vec![TensorId::Block(i, QkvWeight)],
+        (Site::Block(i), Point::Norm2) => vec![TensorId::Block(i, Fc1Weight)],
+        (Site::TokenBlock(i), Point::Norm1) => vec![
+            TensorId::TokenBlock(i, QWeight),
+            TensorId::TokenBlock(i, KWeight),
+            TensorId::TokenBlock(i, VWeight),
+        ],
+        (Site::TokenBlock(i), Point::Norm2) => vec![TensorId::TokenBlock(i, Fc1Weight)],
+        (Site::Head, Point::Input) => vec![TensorId::HeadWeight],
+        _ => Vec::new(),
+    }
+}
+
+/// The smoothing of one LayerNorm output for `alpha`, from its per-channel calibration ranges and
+/// its consumers' column maxima.
+fn smoothing_factors(
+    ckpt: &Checkpoint,
+    tap: Tap,
+    channels: &[(f32, f32)],
+    alpha: f32,
+) -> Option<Smooth> {
+    let ids = consumers(tap);
+    let d = channels.len();
+    let mut wmax = vec![0.0f64; d];
+    for id in &ids {
+        if !ckpt.config.has_tensor(*id) {
+            return None;
+        }
+        let w = &ckpt.tensor(*id)?.data;
+        for row in w.chunks_exact(d) {
+            for (m, &v) in wmax.iter_mut().zip(row) {
+                *m = m.max(v.abs() as f64);
+            }
+        }
+    }
+    if ids.is_empty() {
+        return None;
+    }
+    let alpha = alpha as f64;
+    let mut scale = Vec::with_capacity(d);
+    let mut shift = Vec::with_capacity(d);
+    for (&(lo, hi), &w) in channels.iter().zip(&wmax) {
+        if !(lo.is_finite() && hi.is_finite()) {
+            scale.push(1.0);
+            shift.push(0.0);
+            continue;
+        }
+        let half = ((hi as f64 - lo as f64) / 2.0).max(1e-6);
+        let r = if w > 0.0 {
+            half.powf(alpha) / w.powf(1.0 - alpha)
+        } else {
+            half.powf(alpha)
+        };
+        scale.push(r);
+        shift.push((lo as f64 + hi as f64) / 2.0);
+    }
+    // Normalise the factors to a geometric mean of 1 (any common factor cancels out).
+    let mean_log = scale.iter().map(|r| r.ln()).sum::<f64>() / d as f64;
+    let norm = mean_log.exp();
+    Some(Smooth {
+        scale: scale.iter().map(|r| (r / norm) as f32).collect(),
+        shift: shift.iter().map(|&m| m as f32).collect(),
+    })
+}
+
+/// Calibrates on `calib` and writes an int8 pack of `ckpt`; see the module docs.
+pub fn quantize_int8(
+    ckpt: &Checkpoint,
+    calib: &Dataset,
+    opts: &Int8Options,
+    progress: &dyn Progress,
+) -> Result<Quantized, QuantError> {
+    crate::pack::check_tensors(ckpt)?;
+    check_calibration(ckpt, calib)?;
+    let cfg = ckpt.config;
+    let threads = opts.threads.max(1);
+    let n = calib.n;
+    let select = if opts.select_images == 0 {
+        n
+    } else {
+        opts.select_images.min(n)
+    };
+    let float = PackBuf::new(&crate::write_pack_f32(ckpt)?);
+    let fm = float.model()?;
+
+    // Pass 1: ranges and float logits.
+    progress.begin("ranges", n as u64);
+    let states = parallel(
+        n,
+        threads,
+        progress,
+        || Ok((Runner::new(fm), StatsProbe::default(), Vec::new())),
+        |(runner, stats, out): &mut (Runner<'_>, StatsProbe, Vec<(usize, Vec<f32>)>), i| {
+            runner.run(calib.image(i), Some(stats))?;
+            out.push((i, runner.logits.clone()));
+            Ok(())
+        },
+    )?;
+    progress.end();
+    let mut stats = StatsProbe::default();
+    let mut logits = Vec::new();
+    for s in states {
+        stats.merge(s.1);
+        logits.extend(s.2);
+    }
+    logits.sort_by_key(|(i, _)| *i);
+    let float_logits: Vec<Vec<f32>> = logits.into_iter().map(|(_, l)| l).collect();
+
+    // Smoothing candidates: factors per LayerNorm output.
+    let smoothings: Vec<Smoothing> = match opts.smoothing {
+        Some(s) => vec![s],
+        None => Smoothing::CANDIDATES.to_vec(),
+    };
+    let smooth_maps: Vec<HashMap<Tap, Smooth>> = smoothings
+        .iter()
+        .map(|s| match s {
+            Smoothing::Off => HashMap::new(),
+            Smoothing::Alpha(a) => stats
+                .taps
+                .iter()
+                .filter(|(tap, _)| is_layer_norm(**tap))
+                .filter_map(|(tap, st)| {
+                    smoothing_factors(ckpt, *tap, &st.channels, *a).map(|f| (*tap, f))
+                })
+                .collect(),
+        })
+        .collect();
+
+    // Pass 2: histograms (LayerNorm outputs once per smoothing candidate).
+    let mut plans: HashMap<Tap, HistPlan> = HashMap::new();
+    for (tap, st) in &stats.taps {
+        let symmetric = is_symmetric(tap.point);
+        let mut transforms = Vec::new();
+        let mut ranges = Vec::new();
+        let candidates: Vec<Option<&Smooth>> = if is_layer_norm(*tap) {
+            smooth_maps.iter().map(|m| m.get(tap)).collect()
+        } else {
+            vec![None]
+        };
+        for smooth in candidates {
+            let (lo, hi) = match smooth {
+                Some(s) => transformed_range(&st.channels, s),
+                None => (st.min, st.max),
+            };
+            ranges.push(if symmetric {
+                (0.0, lo.abs().max(hi.abs()))
+            } else {
+                (lo, hi)
+            });
+            transforms.push(smooth.map(|s| (s.scale.clone(), s.shift.clone())));
+        }
+        plans.insert(
+            *tap,
+            HistPlan {
+                symmetric,
+                transforms,
+                ranges,
+            },
+        );
+    }
+    progress.begin("histograms", n as u64);
+    let states = parallel(
+        n,
+        threads,
+        progress,
+        || Ok((Runner::new(fm), HistProbe::new(&plans))),
+        |(runner, hist): &mut (Runner<'_>, HistProbe<'_>), i| {
+            runner.run(calib.image(i), Some(hist))
+        },
+    )?;
+    progress.end();
+    let mut hists = HistProbe::new(&plans);
+    for s in states {
+        hists.merge(s.1);
+    }
+
+    // Activation parameters of a (method, smoothing candidate).
+    let params = |method: CalibMethod, cand: usize| -> HashMap<Tap, ActParams> {
+        let mut out = HashMap::new();
+        for (tap, st) in &stats.taps {
+            let plan = &plans[tap];
+            let k = if is_layer_norm(*tap) { cand } else { 0 };
+            let hist = &hists.hists[tap][k];
+            let (lo, hi) = match &plan.transforms[k] {
+                Some((scale, shift)) => transformed_range(
+                    &st.channels,
+                    &Smooth {
+                        scale: scale.clone(),
+                        shift: shift.clone(),
+                    },
+                ),
+                None => (st.min, st.max),
+            };
+            let p = calib::choose(hist, plan.symmetric, method, lo as f64, hi as f64);
+            out.insert(*tap, p);
+        }
+        out
+    };
+
+    let select_set = Dataset {
+        images: calib.images[..select * calib.sample_len()].to_vec(),
+        labels: None,
+        n: select,
+        sample_shape: calib.sample_shape,
+        class_names: None,
+    };
+    let evaluate = |acts: &HashMap<Tap, ActParams>,
+                    smooth: &HashMap<Tap, Smooth>,
+                    qk: AttnMode,
+                    av: AttnMode|
+     -> Result<(f64, f64), QuantError> {
+        let plan = Plan {
+            smooth,
+            acts,
+            qk_int8: qk == AttnMode::Int8,
+            av_int8: av == AttnMode::Int8,
+        };
+        let (bytes, _) = int8::build(ckpt, &plan, &[])?;
+        let got = logits_of(
+            &PackBuf::new(&bytes),
+            &select_set,
+            select,
+            threads,
+            progress,
+        )?;
+        Ok(agreement(&float_logits[..select], &got))
+    };
+
+    // Choices: method × smoothing (attention int8 unless given), then the attention modes.
+    let methods: Vec<CalibMethod> = match opts.method {
+        Some(m) => vec![m],
+        None => CalibMethod::ALL.to_vec(),
+    };
+    let qk0 = opts.qk.unwrap_or(AttnMode::Int8);
+    let av0 = opts.av.unwrap_or(AttnMode::Int8);
+    let mut choices = Vec::new();
+    let combos = methods.len() * smoothings.len();
+    let (mut best_method, mut best_smooth, mut best_sqnr) = (methods[0], 0usize, f64::NEG_INFINITY);
+    let mut measured: Vec<(CalibMethod, usize, f64, f64)> = Vec::new();
+    if combos > 1 {
+        progress.begin("choose calibration", (combos * select) as u64);
+        for &m in &methods {
+            for (k, smooth) in smooth_maps.iter().enumerate() {
+                let (sqnr, agree) = evaluate(&params(m, k), smooth, qk0, av0)?;
+                measured.push((m, k, sqnr, agree));
+                if sqnr > best_sqnr {
+                    (best_method, best_smooth, best_sqnr) = (m, k, sqnr);
+                }
+            }
+        }
+        progress.end();
+    }
+    let selection = format!("int8 engine, {select} images");
+    let pick = |fixed: bool| {
+        if fixed {
+            "given".to_string()
+        } else {
+            format!("highest logit SQNR vs float ({selection})")
+        }
+    };
+    let by_method: Vec<Candidate> = measured
+        .iter()
+        .filter(|(_, k, _, _)| *k == best_smooth)
+        .map(|&(m, _, s, a)| Candidate {
+            value: m.as_str().into(),
+            logit_sqnr_db: s,
+            top1_agreement: a,
+        })
+        .collect();
+    let by_smoothing: Vec<Candidate> = measured
+        .iter()
+        .filter(|(m, _, _, _)| *m == best_method)
+        .map(|&(_, k, s, a)| Candidate {
+            value: smoothings[k].as_string(),
+            logit_sqnr_db: s,
+            top1_agreement: a,
+        })
+        .collect();
+    choices.push(Choice {
+        name: "calibration".into(),
+        chosen: best_method.as_str().into(),
+        candidates: if methods.len() > 1 {
+            by_method
+        } else {
+            Vec::new()
+        },
+        reason: pick(opts.method.is_some()),
+    });
+    choices.push(Choice {
+        name: "smoothing".into(),
+        chosen: smoothings[best_smooth].as_string(),
+        candidates: if smoothings.len() > 1 {
+            by_smoothing
+        } else {
+            Vec::new()
+        },
+        reason: pick(opts.smoothing.is_some()),
+    });
+    let acts = params(best_method, best_smooth);
+    let smooth = &smooth_maps[best_smooth];
+
+    // Attention modes.
+    let (mut qk, mut av) = (qk0, av0);
+    let mut attn_candidates = Vec::new();
+    if opts.qk.is_none() || opts.av.is_none() {
+        let qks: &[AttnMode] = if opts.qk.is_none() {
+            &[AttnMode::Int8, AttnMode::F32]
+        } else {
+            &[qk0]
+        };
+        let avs: &[AttnMode] = if opts.av.is_none() {
+            &[AttnMode::Int8, AttnMode::F32]
+        } else {
+            &[av0]
+        };
+        progress.begin("choose attention", (qks.len() * avs.len() * select) as u64);
+        let mut results = Vec::new();
+        for &q in qks {
+            for &a in avs {
+                // (int8, int8) was measured above when method and smoothing were chosen.
+                let r = match measured
+                    .iter()
+                    .find(|(m, k, _, _)| *m == best_method && *k == best_smooth)
+                {
+                    Some(&(_, _, s, g)) if (q, a) == (qk0, av0) => (s, g),
+                    _ => evaluate(&acts, smooth, q, a)?,
+                };
+                results.push(((q, a), r));
+            }
+        }
+        progress.end();
+        let int8 = results
+            .iter()
+            .find(|(m, _)| *m == (qk0, av0))
+            .map(|r| r.1.0)
+            .unwrap_or(f64::NEG_INFINITY);
+        // Most int8 first; f32 only where it wins by the margin.
+        let mut best = ((qk0, av0), int8);
+        for &((q, a), (s, _)) in &results {
+            let f32s = (q == AttnMode::F32) as usize + (a == AttnMode::F32) as usize;
+            let best_f32s =
+                (best.0.0 == AttnMode::F32) as usize + (best.0.1 == AttnMode::F32) as usize;
+            if s > best.1 + ATTENTION_F32_MARGIN_DB * (f32s.saturating_sub(best_f32s)) as f64 {
+                best = ((q, a), s);
+            }
+        }
+        (qk, av) = best.0;
+        attn_candidates = results
+            .iter()
+            .map(|&((q, a), (s, g))| Candidate {
+                value: format!("qk={} av={}", q.as_str(), a.as_str()),
+                logit_sqnr_db: s,
+                top1_agreement: g,
+            })
+            .collect();
+    }
+    choices.push(Choice {
+        name: "attention".into(),
+        chosen: format!("qk={} av={}", qk.as_str(), av.as_str()),
+        candidates: attn_candidates,
+        reason: if opts.qk.is_some() && opts.av.is_some() {
+            "given".into()
+        } else {
+            format!(
+                "int8 unless f32 gains > {ATTENTION_F32_MARGIN_DB} dB of logit SQNR ({selection})"
+            )
+        },
+    });
+
+    // The pack, with its record.
+    let mut metadata: Vec<(String, String)> = vec![
+        ("quant.weights".into(), "int8 symmetric per output channel (max-abs scale), int32 bias".into()),
+        (
+            "quant.activations".into(),
+            "int8 static per tensor: zero point for linear-layer inputs, symmetric for q, k, v and attention weights".into(),
+        ),
+        ("quant.layer_scale".into(), "folded into attn.proj and mlp.fc2".into()),
+        ("quant.f32".into(), "residual stream, LayerNorm, softmax, GELU, talking-heads mixes, logits".into()),
+        ("quant.calibration".into(), best_method.as_str().into()),
+        ("quant.smoothing".into(), smoothings[best_smooth].as_string()),
+        (
+            "quant.calibration_data".into(),
+            if opts.calib_source.is_empty() {
+                format!("{n} images")
+            } else {
+                format!("{n} images from {}", opts.calib_source)
+            },
+        ),
+    ];
+    for c in &choices {
+        if !c.candidates.is_empty() {
+            let measured: Vec<String> = c
+                .candidates
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{} {:.2} dB {:.1}%",
+                        k.value,
+                        k.logit_sqnr_db,
+                        100.0 * k.top1_agreement
+                    )
+                })
+                .collect();
+            metadata.push((
+                format!("quant.measured.{}", c.name),
+                format!(
+                    "{} (logit SQNR, top-1 agreement on {select} calibration images)",
+                    measured.join(", ")
+                ),
+            ));
+        }
+    }
+    let plan = Plan {
+        smooth,
+        acts: &acts,
+        qk_int8: qk == AttnMode::Int8,
+        av_int8: av == AttnMode::Int8,
+    };
+    let (bytes, weights) = int8::build(ckpt, &plan, &metadata)?;
+    let mut report = Report {
+        precision: "int8".into(),
+        images: select,
+        layers: report::layers(&cfg, &weights, &HashMap::new()),
+        logit_sqnr_db: None,
+        top1_agreement: None,
+        choices,
+    };
+    if opts.report {
+        let unsmooth: HashMap<Tap, (Vec<f32>, Vec<f32>)> = smooth
+            .iter()
+            .map(|(t, s)| (*t, (s.scale.clone(), s.shift.clone())))
+            .collect();
+        progress.begin("measure", n as u64);
+        let quant = PackBuf::new(&bytes);
+        let (acts, sqnr, agree) = measure(&float, &quant, calib, &unsmooth, threads, progress)?;
+        progress.end();
+        report.images = n;
+        report.layers = report::layers(&cfg, &weights, &acts);
+        report.logit_sqnr_db = Some(sqnr);
+        report.top1_agreement = Some(agree);
+    }
+    Ok(Quantized { bytes, report })
+}
+
+/// The range of `(x - shift[c]) / scale[c]` over channels with ranges `channels`.
+fn transformed_range(channels: &[(f32, f32)], s: &Smooth) -> (f32, f32) {
+    let mut lo = f32::INFINITY;
+    let mut hi = f32::NEG_INFINITY;
+    for ((&(a, b), &r), &m) in channels.iter().zip(&s.scale).zip(&s.shift) {
+        if a.is_finite() && b.is_finite() {
+            lo = lo.min((a - m) / r);
+            hi = hi.max((b - m) / r);
+        }
+    }
+    if lo.is_finite() { (lo, hi) } else { (0.0, 0.0) }
+}

@@ -1,0 +1,243 @@
+//! What quantization cost: per-layer SQNR of weights and activations against the float model,
+//! end-to-end logit SQNR and top-1 agreement, as a table or JSON.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use cait_core::{Point, Site, Tap};
+use cait_pack::ModelConfig;
+use serde_json::{Value, json};
+
+use super::observe::Energy;
+
+/// One measured alternative of a quantization choice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The value (`mse`, `alpha=0.5`, `qk=int8 av=f32` ...).
+    pub value: String,
+    /// End-to-end logit SQNR against the float model, dB.
+    pub logit_sqnr_db: f64,
+    /// Fraction of images whose top-1 class equals the float model's.
+    pub top1_agreement: f64,
+}
+
+/// A choice the quantizer made, with what it measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// What was chosen (`calibration`, `smoothing`, `attention`).
+    pub name: String,
+    /// The value kept.
+    pub chosen: String,
+    /// Every alternative measured (empty when the value was given).
+    pub candidates: Vec<Candidate>,
+    /// Why this one.
+    pub reason: String,
+}
+
+/// One row of the per-layer table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    /// `blocks.3.attn.qkv`, `blocks.3.attn.q@k`, `blocks.3` (the block's output) ...
+    pub name: String,
+    /// SQNR of the stored weights against the float (folded) weights, dB; `None` without weights.
+    pub weight_sqnr_db: Option<f64>,
+    /// SQNR of each input activation (or, for a block row, its output) against the float run, dB.
+    pub activations: Vec<(String, f64)>,
+}
+
+/// The quantization report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// `int8` or `f16`.
+    pub precision: String,
+    /// Calibration images the activations and logits were measured on.
+    pub images: usize,
+    /// Per-layer rows, in network order.
+    pub layers: Vec<LayerRow>,
+    /// End-to-end logit SQNR against the float model, dB (`None` without calibration data).
+    pub logit_sqnr_db: Option<f64>,
+    /// Top-1 agreement with the float model (`None` without calibration data).
+    pub top1_agreement: Option<f64>,
+    /// The choices made and their measurements.
+    pub choices: Vec<Choice>,
+}
+
+fn tap(site: Site, point: Point) -> Tap {
+    Tap { site, point }
+}
+
+/// Builds the rows from weight energies (by layer name) and activation energies (by tap).
+pub(crate) fn layers(
+    cfg: &ModelConfig,
+    weights: &[(String, Energy)],
+    acts: &HashMap<Tap, Energy>,
+) -> Vec<LayerRow> {
+    let weight: HashMap<&str, f64> = weights
+        .iter()
+        .map(|(n, e)| (n.as_str(), e.sqnr_db()))
+        .collect();
+    let mut rows = Vec::new();
+    let mut row = |name: String, w: Option<&str>, inputs: &[(&str, Tap)]| {
+        let activations: Vec<(String, f64)> = inputs
+            .iter()
+            .filter_map(|(label, t)| acts.get(t).map(|e| (label.to_string(), e.sqnr_db())))
+            .collect();
+        let weight_sqnr_db = w.and_then(|w| weight.get(w).copied());
+        if weight_sqnr_db.is_some() || !activations.is_empty() {
+            rows.push(LayerRow {
+                name,
+                weight_sqnr_db,
+                activations,
+            });
+        }
+    };
+    let pe = Site::PatchEmbed;
+    row(
+        "patch_embed.proj".into(),
+        Some("patch_embed.proj"),
+        &[
+            ("input", tap(pe, Point::Input)),
+            ("output", tap(pe, Point::Output)),
+        ],
+    );
+    let blocks = (0..cfg.depth)
+        .map(|i| (format!("blocks.{i}"), Site::Block(i)))
+        .chain(
+            (0..cfg.depth_token_only)
+                .map(|i| (format!("blocks_token_only.{i}"), Site::TokenBlock(i))),
+        );
+    for (prefix, site) in blocks {
+        let t = |p| tap(site, p);
+        let fused = matches!(site, Site::Block(_));
+        if fused {
+            let n = format!("{prefix}.attn.qkv");
+            row(n.clone(), Some(&n), &[("norm1", t(Point::Norm1))]);
+        } else {
+            // q, k and v share their input, norm1(u).
+            for x in ["q", "k", "v"] {
+                let n = format!("{prefix}.attn.{x}");
+                let inputs: &[(&str, Tap)] = if x == "q" {
+                    &[("norm1", t(Point::Norm1))]
+                } else {
+                    &[]
+                };
+                row(n.clone(), Some(&n), inputs);
+            }
+        }
+        row(
+            format!("{prefix}.attn.q@k"),
+            None,
+            &[("q", t(Point::Q)), ("k", t(Point::K))],
+        );
+        row(
+            format!("{prefix}.attn.attn@v"),
+            None,
+            &[("attn", t(Point::Attention)), ("v", t(Point::V))],
+        );
+        let n = format!("{prefix}.attn.proj");
+        row(n.clone(), Some(&n), &[("attn_out", t(Point::AttentionOut))]);
+        let n = format!("{prefix}.mlp.fc1");
+        row(n.clone(), Some(&n), &[("norm2", t(Point::Norm2))]);
+        let n = format!("{prefix}.mlp.fc2");
+        row(n.clone(), Some(&n), &[("gelu", t(Point::Hidden))]);
+        row(prefix.clone(), None, &[("output", t(Point::Output))]);
+    }
+    row(
+        "head".into(),
+        Some("head"),
+        &[("features", tap(Site::Head, Point::Input))],
+    );
+    rows
+}
+
+/// `Some(x)` for a finite SQNR, `None` (JSON `null`) for an exact one.
+fn db(x: f64) -> Value {
+    if x.is_finite() {
+        json!((x * 100.0).round() / 100.0)
+    } else {
+        Value::Null
+    }
+}
+
+fn db_text(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "exact".into()
+    }
+}
+
+impl Report {
+    /// The report as one JSON object (SQNRs in dB rounded to 0.01; `null` where exact).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "precision": self.precision,
+            "images": self.images,
+            "logit_sqnr_db": self.logit_sqnr_db.map(db),
+            "top1_agreement": self.top1_agreement,
+            "layers": self.layers.iter().map(|l| json!({
+                "name": l.name,
+                "weight_sqnr_db": l.weight_sqnr_db.map(db),
+                "activation_sqnr_db": l.activations.iter().map(|(k, v)| (k.clone(), db(*v))).collect::<serde_json::Map<_, _>>(),
+            })).collect::<Vec<_>>(),
+            "choices": self.choices.iter().map(|c| json!({
+                "name": c.name,
+                "chosen": c.chosen,
+                "reason": c.reason,
+                "candidates": c.candidates.iter().map(|k| json!({
+                    "value": k.value,
+                    "logit_sqnr_db": db(k.logit_sqnr_db),
+                    "top1_agreement": k.top1_agreement,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The report as a readable table.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} quantization, measured against the float model on {} calibration image(s)",
+            self.precision, self.images
+        );
+        for c in &self.choices {
+            let _ = writeln!(s, "  {:<12} {:<24} {}", c.name, c.chosen, c.reason);
+            for k in &c.candidates {
+                let _ = writeln!(
+                    s,
+                    "  {:<12}   {:<22} logit SQNR {:>6} dB, top-1 agreement {:.1}%",
+                    "",
+                    k.value,
+                    db_text(k.logit_sqnr_db),
+                    100.0 * k.top1_agreement
+                );
+            }
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "  {:<34} {:>10}   activations SQNR dB (input; block rows: output)",
+            "layer", "weights dB"
+        );
+        for l in &self.layers {
+            let w = l.weight_sqnr_db.map_or("-".to_string(), db_text);
+            let a: Vec<String> = l
+                .activations
+                .iter()
+                .map(|(k, v)| format!("{k} {}", db_text(*v)))
+                .collect();
+            let _ = writeln!(s, "  {:<34} {:>10}   {}", l.name, w, a.join("  "));
+        }
+        if let (Some(sqnr), Some(agree)) = (self.logit_sqnr_db, self.top1_agreement) {
+            let _ = writeln!(
+                s,
+                "\n  logits: SQNR {} dB, top-1 agreement {:.2}% ({} images)",
+                db_text(sqnr),
+                100.0 * agree,
+                self.images
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,371 @@
+//! `cait quantize` end to end: int8 and f16 packs from the tiny timm fixture, their report, the
+//! choices `cait inspect` shows, `cait eval` / `classify` on every precision, and every bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cait_tests::synth;
+
+fn cait(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cait"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = cait(args);
+    assert!(
+        out.status.success(),
+        "cait {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tiny() -> PathBuf {
+    synth::fixtures_dir().join("tiny")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// `n` images `[n, c, size, size]` from the fixtures' input distribution (0.8 · normal).
+fn calibration(dir: &Path, n: usize, c: usize, size: usize) -> PathBuf {
+    let shape = [n, c, size, size];
+    let data = synth::tensor(4242, "calibration", &shape, synth::Kind::Input);
+    let path = dir.join(format!("calib_{n}x{c}x{size}.npy"));
+    cait_quant::npy::write_f32(&path, &shape, &data).unwrap();
+    path
+}
+
+/// Fails with exit status 1 and a single `error: ` line containing every `needle`.
+fn assert_error(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn int8_pack_with_report_inspect_eval_and_classify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = calibration(tmp.path(), 32, 3, 32);
+    let pack = tmp.path().join("tiny_int8.cait");
+    let ckpt = tiny().join("model.safetensors");
+    let out = ok(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int8",
+        "--calib",
+        p(&calib),
+        "--calib-count",
+        "24",
+        "--select-count",
+        "16",
+        "-o",
+        p(&pack),
+        "--report",
+        "--json",
+    ]);
+    let v = json(&out);
+    assert_eq!(v["precision"], "int8");
+    assert_eq!(v["pack_bytes"], std::fs::metadata(&pack).unwrap().len());
+    let r = &v["report"];
+    assert_eq!(r["images"], 24);
+    let choices: Vec<&str> = r["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(choices, ["calibration", "smoothing", "attention"]);
+    assert!(r["logit_sqnr_db"].as_f64().unwrap() > 25.0);
+    assert!(r["top1_agreement"].as_f64().unwrap() >= 0.9);
+    // One row per linear layer, attention matmul and block; 2 SA + 2 CA blocks.
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1 + 2 * 7 + 2 * 9 + 1);
+    for l in layers {
+        for (_, db) in l["activation_sqnr_db"].as_object().unwrap() {
+            assert!(db.as_f64().unwrap() > 15.0, "{l}");
+        }
+    }
+
+    // The table.
+    let out = ok(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int8",
+        "--calib",
+        p(&calib),
+        "--calib-count",
+        "8",
+        "--method",
+        "mse",
+        "--smoothing",
+        "0.5",
+        "--qk",
+        "f32",
+        "--av",
+        "int8",
+        "-o",
+        p(&tmp.path().join("fixed.cait")),
+        "--report",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "weights dB",
+        "blocks.1.attn.qkv",
+        "blocks.0.attn.q@k",
+        "logits: SQNR",
+    ] {
+        assert!(table.contains(needle), "{needle} not in\n{table}");
+    }
+
+    // inspect shows the recorded choices.
+    let v = json(&ok(&[
+        "inspect",
+        "--json",
+        p(&tmp.path().join("fixed.cait")),
+    ]));
+    assert_eq!(v["precision"], "int8");
+    let meta = &v["metadata"];
+    assert_eq!(meta["quant.calibration"], "mse");
+    assert_eq!(meta["quant.smoothing"], "alpha=0.5");
+    assert_eq!(meta["quant.qk"], "f32");
+    assert_eq!(meta["quant.av"], "int8");
+    assert_eq!(v["workspace_bytes"], 3140);
+    let text = String::from_utf8_lossy(&ok(&["inspect", p(&pack)]).stdout).into_owned();
+    assert!(text.contains("quant.measured.smoothing"), "{text}");
+
+    // eval and classify run int8 packs, with --save-logits.
+    let input = tiny().join("input.npy");
+    let labels = tmp.path().join("labels.npy");
+    let logits = synth::read_npy_f32(&tiny().join("logits.npy")).unwrap().1;
+    let classes = 10;
+    let want: Vec<i64> = logits
+        .chunks_exact(classes)
+        .map(|r| (0..classes).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as i64)
+        .collect();
+    cait_quant::npy::write_labels(&labels, &want).unwrap();
+    let saved = tmp.path().join("int8_logits.npy");
+    let v = json(&ok(&[
+        "eval",
+        "--model",
+        p(&pack),
+        "--data",
+        p(&input),
+        "--labels",
+        p(&labels),
+        "--json",
+        "--save-logits",
+        p(&saved),
+    ]));
+    assert_eq!(v["n"], 2);
+    // int8 keeps timm's top-1 on both images (cosine 0.99999 on this fixture).
+    assert_eq!(v["top1"], 1.0);
+    let (shape, got) = synth::read_npy_f32(&saved).unwrap();
+    assert_eq!(shape, [2, 10]);
+    let err = got
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(err < 0.05, "int8 logits off timm's by {err}");
+    let v = json(&ok(&["classify", "--json", "--model", p(&pack), p(&input)]));
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn f16_pack_eval_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("tiny_f16.cait");
+    let ckpt = tiny().join("model.safetensors");
+    let v = json(&ok(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "f16",
+        "-o",
+        p(&pack),
+        "--json",
+    ]));
+    assert_eq!(v["precision"], "f16");
+    assert!(v["report"]["logit_sqnr_db"].is_null());
+    // With calibration data, the report measures the f16 engine against f32 on it.
+    let calib = calibration(tmp.path(), 8, 3, 32);
+    let out = ok(&[
+        "quantize",
+        p(&ckpt),
+        "-p",
+        "f16",
+        "--calib",
+        p(&calib),
+        "-o",
+        p(&pack),
+        "--report",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("f16 quantization"));
+    let input = tiny().join("input.npy");
+    let saved = tmp.path().join("f16_logits.npy");
+    let labels = tmp.path().join("labels.npy");
+    cait_quant::npy::write_labels(&labels, &[0, 0]).unwrap();
+    ok(&[
+        "eval",
+        "--model",
+        p(&pack),
+        "--data",
+        p(&input),
+        "--labels",
+        p(&labels),
+        "--save-logits",
+        p(&saved),
+    ]);
+    let got = synth::read_npy_f32(&saved).unwrap().1;
+    let want = synth::read_npy_f32(&tiny().join("logits.npy")).unwrap().1;
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    // f16 weights: logits within 1e-2 of timm on this fixture (f32 packs: 1e-4).
+    assert!(err < 1e-2, "f16 logits off timm's by {err}");
+}
+
+#[test]
+fn precision_is_required_and_checked_by_clap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tiny().join("model.safetensors");
+    let out_path = tmp.path().join("x.cait");
+    let out = cait(&["quantize", p(&ckpt), "-o", p(&out_path)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--precision <PRECISION>"), "{err}");
+    let out = cait(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int4",
+        "-o",
+        p(&out_path),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'int4'") && err.contains("f32, f16, int8"),
+        "{err}"
+    );
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn bad_calibration_data_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tiny().join("model.safetensors");
+    let out_path = tmp.path().join("x.cait");
+    let run = |calib: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            p(&ckpt),
+            "--precision",
+            "int8",
+            "--calib",
+            p(calib),
+            "-o",
+            p(&out_path),
+        ];
+        args.extend_from_slice(extra);
+        cait(&args)
+    };
+    // No --calib at all.
+    let out = cait(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int8",
+        "-o",
+        p(&out_path),
+    ]);
+    assert_error(
+        &out,
+        &["--precision int8 needs calibration data", "--calib"],
+    );
+    // Wrong image size, wrong channel count.
+    let small = calibration(tmp.path(), 4, 3, 16);
+    assert_error(
+        &run(&small, &[]),
+        &["calib_4x3x16.npy", "[4, 3, 16, 16]", "[3, 32, 32]"],
+    );
+    let gray = calibration(tmp.path(), 4, 1, 32);
+    assert_error(
+        &run(&gray, &[]),
+        &["calib_4x1x32.npy", "[4, 1, 32, 32]", "[3, 32, 32]"],
+    );
+    // An empty set: an empty batch, or a count of 0.
+    let empty = tmp.path().join("empty.npy");
+    cait_quant::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
+    assert_error(&run(&empty, &[]), &["empty.npy", "holds no images"]);
+    let fine = calibration(tmp.path(), 4, 3, 32);
+    assert_error(
+        &run(&fine, &["--calib-count", "0"]),
+        &["--calib-count 0", "empty"],
+    );
+    // Not a dataset.
+    assert_error(
+        &run(&tiny().join("spec.json"), &[]),
+        &["spec.json", "not a dataset"],
+    );
+    assert_error(&run(&fine, &["--smoothing", "2"]), &["--smoothing `2`"]);
+    assert!(!out_path.exists());
+}
+
+/// A checkpoint with a NaN weight is refused, naming the tensor, at every precision.
+#[test]
+fn non_finite_weights_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(tiny().join("model.safetensors")).unwrap();
+    // safetensors: u64 header length, JSON header, data; poison element 3 of fc1's weight.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "blocks.1.mlp.fc1.weight";
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + n + start + 3 * 4;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let bad = tmp.path().join("nan.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+    let calib = calibration(tmp.path(), 4, 3, 32);
+    let out_path = tmp.path().join("x.cait");
+    for precision in ["int8", "f16"] {
+        let out = cait(&[
+            "quantize",
+            p(&bad),
+            "--precision",
+            precision,
+            "--calib",
+            p(&calib),
+            "-o",
+            p(&out_path),
+        ]);
+        assert_error(&out, &["nan.safetensors", name, "NaN"]);
+    }
+    assert!(!out_path.exists());
+}

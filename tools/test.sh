@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the suite needs (none yet for the host tests; the firmware, burn/wgpu and accuracy
-# issues add qemu-system-arm, mesa-vulkan-drivers and dataset-fashion-mnist here).
-APT_PACKAGES=(qemu-system-arm)
+# Debian packages the suite needs: QEMU for the firmware tests, Mesa's software Vulkan (lavapipe)
+# for the burn-wgpu tests, and Fashion-MNIST for the bundled model's accuracy suite.
+APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist)
 if ((${#APT_PACKAGES[@]})); then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

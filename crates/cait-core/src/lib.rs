@@ -16,6 +16,29 @@ pub mod workspace;
 mod tests;
 
 pub use attention::AttentionSink;
+
+/// The int8 matmul kernel, beside its plain reference, so a target-specific variant (a Cortex-M
+/// DSP kernel, say) can be checked against the reference on the target itself.
+///
+/// Both compute, for every `k`-wide row `t` of `x` and `o` of `w`, the exact `i32` sum
+/// `Σ_j x[t·k + j] · w[o·k + j]` and pass it to `emit(t, o, sum)`, each pair once, in an
+/// unspecified order (nothing when `k` is 0); rows up to 131,071 wide cannot overflow.
+pub mod int8_kernels {
+    /// The kernel the engine uses on this target.
+    pub fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
+        crate::kernels::int8::linear(x, w, k, emit)
+    }
+
+    /// The plain reference: the specification every variant must equal bit for bit.
+    pub fn linear_reference(
+        x: &[i8],
+        w: &[i8],
+        k: usize,
+        emit: &mut impl FnMut(usize, usize, i32),
+    ) {
+        crate::kernels::int8::generic::linear(x, w, k, emit)
+    }
+}
 pub use error::Error;
 pub use model::{Model, Outputs};
 pub use probe::{Point, Probe, Site, Tap, Values};

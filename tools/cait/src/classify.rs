@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(names) => names.get(i).cloned(),
         None => labels.get(i).map(str::to_owned),
     };
-    let mut runner = Runner::new(&pack, args.backend)?;
+    let mut runner = Runner::new(&loaded, &pack, args.backend)?;
 
     let mut results = Vec::with_capacity(inputs.len());
     for input in &inputs {

@@ -110,35 +110,56 @@ pub fn run(args: Args) -> Result<()> {
 
     let bar = progress::bar(dataset.n as u64, "eval");
     let start = Instant::now();
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, dataset.n);
-    let per = dataset.n.div_ceil(threads);
     let mut logits = vec![0.0f32; dataset.n * classes];
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = logits
-            .chunks_mut(per * classes)
-            .enumerate()
-            .map(|(t, out)| {
-                let (pack, dataset, bar) = (&pack, &dataset, &bar);
-                s.spawn(move || -> Result<()> {
-                    let mut runner = Runner::new(pack, args.backend)?;
-                    for (j, row) in out.chunks_exact_mut(classes).enumerate() {
-                        let pred = runner.run(dataset.image(t * per + j))?;
-                        row.copy_from_slice(&pred.logits);
-                        bar.inc(1);
-                    }
-                    Ok(())
+    if args.backend == Backend::Core {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, dataset.n.max(1));
+        let per = dataset.n.div_ceil(threads).max(1);
+        std::thread::scope(|s| -> Result<()> {
+            let workers: Vec<_> = logits
+                .chunks_mut(per * classes)
+                .enumerate()
+                .map(|(t, out)| {
+                    let (loaded, pack, dataset, bar) = (&loaded, &pack, &dataset, &bar);
+                    s.spawn(move || -> Result<()> {
+                        let mut runner = Runner::new(loaded, pack, args.backend)?;
+                        for (j, row) in out.chunks_exact_mut(classes).enumerate() {
+                            let pred = runner.run(dataset.image(t * per + j))?;
+                            row.copy_from_slice(&pred.logits);
+                            bar.inc(1);
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("an eval worker panicked"))??;
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("an eval worker panicked"))??;
+            }
+            Ok(())
+        })?;
+    } else {
+        // The burn backends parallelise inside each batch (rayon threads or the GPU).
+        if args.threads.is_some() {
+            bail!("--threads applies to the core backend; burn chooses its own parallelism");
         }
-        Ok(())
-    })?;
+        let mut runner = Runner::new(&loaded, &pack, args.backend)?;
+        let batch = runner.batch_size();
+        let per = dataset.images.len() / dataset.n.max(1);
+        for (i, out) in logits.chunks_mut(batch * classes).enumerate() {
+            let n = out.len() / classes;
+            let images = &dataset.images[i * batch * per..(i * batch + n) * per];
+            for (row, pred) in out
+                .chunks_exact_mut(classes)
+                .zip(runner.run_batch(images, n)?)
+            {
+                row.copy_from_slice(&pred.logits);
+            }
+            bar.inc(n as u64);
+        }
+    }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
 
@@ -162,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
             "top1": scores.top1,
             "top5": scores.top5,
             "backend": args.backend.name(),
-            "precision": pack.precision().as_str(),
+            "precision": if args.backend == Backend::Core { pack.precision().as_str() } else { "f32" },
             "seconds": seconds,
             "images_per_s": dataset.n as f64 / seconds,
         });
@@ -173,13 +194,16 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
+    let what = match args.backend {
+        Backend::Core => format!("{} pack", pack.precision().as_str()),
+        _ => "float reference".to_owned(),
+    };
     println!(
-        "{} on {}: {} images, {} backend, {} pack",
+        "{} on {}: {} images, {} backend, {what}",
         args.model.model.display(),
         args.data.display(),
         dataset.n,
         args.backend.name(),
-        pack.precision().as_str()
     );
     println!("  top-1  {:>7.2}%", 100.0 * scores.top1);
     println!("  top-5  {:>7.2}%", 100.0 * scores.top5);

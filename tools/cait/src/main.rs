@@ -11,6 +11,7 @@ mod model;
 mod progress;
 mod qemu;
 mod quantize;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +25,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     cait inspect model.safetensors\n  \
     cait quantize model.safetensors --precision f32 -o model.cait\n  \
     cait classify --model model.cait cat.jpg --top-k 5\n  \
-    cait eval --model model.cait --data /usr/share/datasets/fashion-mnist")]
+    cait eval --model model.cait --data /usr/share/datasets/fashion-mnist\n  \
+    cait train --data /usr/share/datasets/fashion-mnist -o out/fashion-cait --epochs 12")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +45,9 @@ enum Command {
     /// Build the Cortex-M firmware with a pack and images, run it in qemu-system-arm, report the
     /// device's logits, instructions, RAM and flash.
     Qemu(qemu::Args),
+    /// Train a CaiT (or fine-tune a timm checkpoint) on burn, CPU or GPU, and write a timm hub
+    /// folder (model.safetensors + config.json).
+    Train(Box<train::Args>),
 }
 
 /// Where a model runs.
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Qemu(args) => qemu::run(args),
+        Command::Train(args) => train::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,36 +133,100 @@ pub struct Prediction {
 }
 
 /// Runs images through a model on the chosen backend.
-pub struct Runner<'a> {
-    model: cait_core::Model<'a>,
-    workspace: AlignedBytes,
+pub enum Runner<'a> {
+    /// The no_std engine on the pack's bytes.
+    Core {
+        model: Box<cait_core::Model<'a>>,
+        workspace: AlignedBytes,
+    },
+    /// The burn float reference (a timm checkpoint loaded through burn's store).
+    Burn(Box<cait_burn::Reference>),
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(pack: &Pack<'a>, backend: Backend) -> Result<Runner<'a>> {
-        match backend {
-            Backend::Core => {}
-            Backend::BurnCpu | Backend::BurnWgpu => bail!(
-                "backend {} is not available yet: the burn float reference is not built; use --backend core",
+    /// A runner for `backend`. The burn backends run the float reference, so they need the timm
+    /// checkpoint itself, not a pack.
+    pub fn new(loaded: &LoadedModel, pack: &Pack<'a>, backend: Backend) -> Result<Runner<'a>> {
+        let kind = match backend {
+            Backend::Core => {
+                let model = cait_core::Model::from_pack(pack)
+                    .context("building the model from the pack")?;
+                let workspace = AlignedBytes::zeroed(cait_core::workspace_bytes(
+                    pack.config(),
+                    pack.precision(),
+                ));
+                return Ok(Runner::Core {
+                    model: Box::new(model),
+                    workspace,
+                });
+            }
+            Backend::BurnCpu => cait_burn::BackendKind::Cpu,
+            Backend::BurnWgpu => cait_burn::BackendKind::Wgpu,
+        };
+        let Some(ckpt) = loaded.checkpoint() else {
+            bail!(
+                "{}: --backend {} runs the float reference from a timm checkpoint \
+                 (model.safetensors, .pth or a hub folder); a .cait pack runs on --backend core",
+                loaded.path.display(),
                 backend.name()
-            ),
+            );
+        };
+        let opts = ImportOptions {
+            global_pool: Some(ckpt.config.global_pool),
+        };
+        let reference = cait_burn::Reference::load(&loaded.path, &opts, kind)?;
+        Ok(Runner::Burn(Box::new(reference)))
+    }
+
+    /// Images per call that suit this backend (the burn backends batch on the device).
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Runner::Core { .. } => 1,
+            Runner::Burn(_) => cait_burn::MAX_DEVICE_BATCH,
         }
-        let model =
-            cait_core::Model::from_pack(pack).context("building the model from the pack")?;
-        let workspace =
-            AlignedBytes::zeroed(cait_core::workspace_bytes(pack.config(), pack.precision()));
-        Ok(Runner { model, workspace })
+    }
+
+    /// Runs `n` normalized images `[n, C, H, W]`.
+    pub fn run_batch(&mut self, images: &[f32], n: usize) -> Result<Vec<Prediction>> {
+        match self {
+            Runner::Core { .. } => {
+                let per = images.len() / n.max(1);
+                images
+                    .chunks_exact(per.max(1))
+                    .take(n)
+                    .map(|image| self.run(image))
+                    .collect()
+            }
+            Runner::Burn(reference) => {
+                let out = reference.forward(images, n)?;
+                let cfg = reference.config();
+                let (classes, dim) = (cfg.logits_len(), cfg.embed_dim as usize);
+                Ok((0..n)
+                    .map(|i| Prediction {
+                        logits: out.logits[i * classes..(i + 1) * classes].to_vec(),
+                        features: out.features[i * dim..(i + 1) * dim].to_vec(),
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// Runs one normalized image `[C, H, W]`.
     pub fn run(&mut self, image: &[f32]) -> Result<Prediction> {
-        let cfg = self.model.config();
+        let (model, workspace) = match self {
+            Runner::Core { model, workspace } => (model, workspace),
+            Runner::Burn(_) => {
+                let n = 1;
+                return Ok(self.run_batch(image, n)?.remove(0));
+            }
+        };
+        let cfg = model.config();
         let mut logits = vec![0.0f32; cfg.logits_len()];
         let mut features = vec![0.0f32; cfg.embed_dim as usize];
-        self.model
+        model
             .forward_with(
                 image,
-                self.workspace.bytes_mut(),
+                workspace.bytes_mut(),
                 cait_core::Outputs {
                     logits: &mut logits,
                     features: Some(&mut features),

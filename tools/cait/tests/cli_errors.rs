@@ -138,14 +138,29 @@ fn precision_is_required_and_checked() {
 }
 
 #[test]
-fn unavailable_backend_is_named() {
+fn burn_backend_needs_a_checkpoint_not_a_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("tiny.cait");
+    let out = cait(&[
+        "quantize",
+        "--precision",
+        "f32",
+        "-o",
+        p(&pack),
+        p(&tiny().join("model.safetensors")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cait(&[
         "classify",
         "--backend",
-        "burn-wgpu",
+        "burn-cpu",
         "--model",
-        p(&tiny().join("model.safetensors")),
+        p(&pack),
         p(&tiny().join("input.npy")),
     ]);
-    assert_error(&out, &["burn-wgpu"]);
+    assert_error(&out, &["burn-cpu", "checkpoint", "--backend core"]);
 }

@@ -50,33 +50,39 @@ fn eval_scores_against_labels_and_saves_logits() {
     let saved = tmp.path().join("logits.npy");
     let model = dir.join("model.safetensors");
     let input = dir.join("input.npy");
-    let out = cait(&[
-        "eval",
-        "--json",
-        "--model",
-        p(&model),
-        "--data",
-        p(&input),
-        "--labels",
-        p(&lp),
-        "--save-logits",
-        p(&saved),
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["n"], shape[0]);
-    assert_eq!(v["top1"], 1.0);
-    assert_eq!(v["top5"], 1.0);
-    let (sshape, logits) = cait_quant::npy::read_f32(&saved).unwrap();
-    assert_eq!(sshape, shape);
-    let max_err = logits
-        .iter()
-        .zip(&timm)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(
-        max_err <= 1e-4,
-        "saved logits differ from timm's by {max_err:e}"
-    );
+    // The same arguments on the core engine and on the burn float reference.
+    for backend in ["core", "burn-cpu"] {
+        let out = cait(&[
+            "eval",
+            "--json",
+            "--backend",
+            backend,
+            "--model",
+            p(&model),
+            "--data",
+            p(&input),
+            "--labels",
+            p(&lp),
+            "--save-logits",
+            p(&saved),
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["n"], shape[0], "{backend}");
+        assert_eq!(v["backend"], backend);
+        assert_eq!(v["top1"], 1.0, "{backend}");
+        assert_eq!(v["top5"], 1.0, "{backend}");
+        let (sshape, logits) = cait_quant::npy::read_f32(&saved).unwrap();
+        assert_eq!(sshape, shape);
+        let max_err = logits
+            .iter()
+            .zip(&timm)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            max_err <= 1e-4,
+            "{backend}: saved logits differ from timm's by {max_err:e}"
+        );
+    }
 
     // A wrong label on one of the two images halves top-1; --confusion reports where it went.
     labels[0] = (labels[0] + 1) % classes as i64;

@@ -189,3 +189,48 @@ fn cait_xxs24_224_matches_timm_and_inspects() {
         assert_eq!(v["hnn_attention_bytes"], 4 * 196 * 196 * 4);
     }
 }
+
+/// The burn float reference through the CLI: burn-cpu within 1e-4 of timm (the same bound as the
+/// core; burn's own test measures the gap), on every committed format.
+#[test]
+fn burn_cpu_backend_matches_timm() {
+    for (name, files) in [
+        (
+            "tiny",
+            &["model.safetensors", "model.pth", "release.pth"][..],
+        ),
+        ("tiny_avg", &["model.safetensors"][..]),
+        ("gray", &["model.safetensors"][..]),
+    ] {
+        let dir = fixture(name);
+        for file in files {
+            let got = classify(
+                &dir.join(file),
+                &dir.join("input.npy"),
+                &["--backend", "burn-cpu"],
+            );
+            let err = max_abs_diff(&got, &timm_logits(name));
+            assert!(
+                err <= TOL,
+                "{name}/{file} on burn-cpu: max |logit - timm| = {err:e}"
+            );
+        }
+    }
+}
+
+/// burn-wgpu on whatever adapter there is (CI: Mesa's lavapipe); 1e-3 because GPU kernels may
+/// reorder sums and use fused multiply-adds.
+#[test]
+fn burn_wgpu_backend_matches_timm() {
+    let dir = fixture("tiny");
+    let got = classify(
+        &dir.join("model.safetensors"),
+        &dir.join("input.npy"),
+        &["--backend", "burn-wgpu"],
+    );
+    let err = max_abs_diff(&got, &timm_logits("tiny"));
+    assert!(
+        err <= 1e-3,
+        "tiny on burn-wgpu: max |logit - timm| = {err:e}"
+    );
+}

@@ -12,6 +12,9 @@ const COLS: usize = 2;
 
 /// See [`super::linear`].
 pub(crate) fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
+    if k == 0 {
+        return;
+    }
     let mut xs = x.chunks_exact(ROWS * k);
     let mut t = 0;
     for xb in &mut xs {

@@ -10,7 +10,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 
 use crate::measure::{Clock, Stopwatch};
-use crate::topk::top_k;
+use cait_core::top_k;
 
 /// Classes shown per image.
 pub const TOP_K: usize = 5;

@@ -13,4 +13,3 @@ pub mod log;
 pub mod measure;
 pub mod model;
 pub mod report;
-pub mod topk;

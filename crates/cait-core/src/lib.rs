@@ -10,12 +10,14 @@ mod int8;
 mod kernels;
 mod model;
 pub mod probe;
+mod topk;
 pub mod workspace;
 
 #[cfg(test)]
 mod tests;
 
 pub use attention::AttentionSink;
+pub use topk::top_k;
 
 /// The int8 matmul kernel, beside its plain reference, so a target-specific variant (a Cortex-M
 /// DSP kernel, say) can be checked against the reference on the target itself.

@@ -3,6 +3,7 @@
 //! A thin command-line layer over `cait-quant` (checkpoint import), `cait-pack` (the `.cait` format)
 //! and `cait-core` (the engine). Errors print one line and exit with status 1.
 
+mod attention;
 mod classify;
 mod eval;
 mod input;
@@ -40,6 +41,9 @@ enum Command {
     Quantize(quantize::Args),
     /// Classify images (PNG/JPEG) or a normalized `.npy` batch [N, C, H, W].
     Classify(classify::Args),
+    /// Where the class token looks: per-head class-attention maps and a saliency overlay (PNG +
+    /// .npy), and for a quantized pack the cosine of its maps to a float model's.
+    Attention(attention::Args),
     /// Top-1/top-5 accuracy on a labelled dataset (Fashion-MNIST IDX, .npy + labels, image folder).
     Eval(eval::Args),
     /// Build the Cortex-M firmware with a pack and images, run it in qemu-system-arm, report the
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Classify(args) => classify::run(args),
+        Command::Attention(args) => attention::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Qemu(args) => qemu::run(args),
         Command::Train(args) => train::run(*args),

@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 /// The class token's attention of one image: `maps[block][head]` over the `N + 1` tokens.
-type Maps = Vec<Vec<Vec<f32>>>;
+pub type Maps = Vec<Vec<Vec<f32>>>;
 
 struct Collect<'a>(&'a mut Maps);
 
@@ -55,7 +55,7 @@ impl cait_core::AttentionSink for Collect<'_> {
 }
 
 /// Class-attention maps of every input on `backend`.
-fn maps_of(loaded: &LoadedModel, inputs: &[Input], backend: Backend) -> Result<Vec<Maps>> {
+pub fn maps_of(loaded: &LoadedModel, inputs: &[Input], backend: Backend) -> Result<Vec<Maps>> {
     let pack = loaded.pack()?;
     let cfg = *pack.config();
     let (blocks, heads) = (cfg.depth_token_only as usize, cfg.num_heads as usize);
@@ -107,6 +107,9 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = *pack.config();
     let pre = *pack.preprocess();
     let blocks = cfg.depth_token_only as usize;
+    if blocks == 0 {
+        bail!("the model has no class-attention blocks: there is no class-token attention to show");
+    }
     if let Some(b) = args.block
         && b >= blocks
     {
@@ -115,7 +118,6 @@ pub fn run(args: Args) -> Result<()> {
             blocks.saturating_sub(1)
         );
     }
-    let grid = cfg.grid().map(|g| g as usize);
     let inputs = load_inputs(&args.inputs, &cfg, &pre)?;
     let maps = maps_of(&loaded, &inputs, args.backend)?;
 
@@ -138,53 +140,21 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
 
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
     let selected: Vec<usize> = match args.block {
         Some(b) => vec![b],
         None => (0..blocks).collect(),
     };
-    let mut report = Vec::new();
-    for (i, (input, image_maps)) in inputs.iter().zip(&maps).enumerate() {
-        let stem = stem_of(&input.name, i);
-        let picture = denormalize(&input.data, &cfg, &pre);
-        let mut blocks_json = Vec::new();
-        for &b in &selected {
-            let heads = &image_maps[b];
-            let up: Vec<Vec<f32>> = heads
-                .iter()
-                .map(|m| upsample(&m[1..], grid, cfg.img_size))
-                .collect();
-            let saliency = saliency(&up);
-            let base = args.output.join(format!("{stem}_block{b}"));
-            write_npy(
-                &base,
-                "_maps.npy",
-                &[heads.len(), grid[0], grid[1]],
-                &patch_rows(heads),
-            )?;
-            let [h, w] = [cfg.img_size[0] as usize, cfg.img_size[1] as usize];
-            write_npy(&base, "_saliency.npy", &[h, w], &saliency)?;
-            save(&heads_grid(&up, cfg.img_size), &base, "_heads.png")?;
-            save(&overlay(&picture, &saliency), &base, "_overlay.png")?;
-            let cls_share: Vec<f32> = heads.iter().map(|m| m[0]).collect();
-            let cosine = float_maps.as_ref().map(|f| {
-                heads
-                    .iter()
-                    .zip(&f[i][b])
-                    .map(|(q, f)| cosine(&q[1..], &f[1..]))
-                    .collect::<Vec<f64>>()
-            });
-            blocks_json.push(json!({
-                "block": b,
-                "overlay": format!("{}_overlay.png", base.display()),
-                "heads_png": format!("{}_heads.png", base.display()),
-                "cls_self_attention": cls_share,
-                "cosine_to_float": cosine,
-            }));
-        }
-        report.push(json!({"input": input.name, "blocks": blocks_json}));
-    }
+    let report = write_maps(
+        &Written {
+            cfg: &cfg,
+            pre: &pre,
+            inputs: &inputs,
+            maps: &maps,
+            float_maps: float_maps.as_deref(),
+        },
+        &selected,
+        &args.output,
+    )?;
 
     if args.json {
         println!("{}", serde_json::to_string(&json!({"results": report}))?);
@@ -215,6 +185,70 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What [`write_maps`] draws from.
+pub struct Written<'a> {
+    pub cfg: &'a ModelConfig,
+    pub pre: &'a Preprocess,
+    pub inputs: &'a [Input],
+    pub maps: &'a [Maps],
+    pub float_maps: Option<&'a [Maps]>,
+}
+
+/// Writes the maps, saliency and PNGs of the `selected` blocks of every input into `output`;
+/// returns one JSON report per input.
+pub fn write_maps(
+    src: &Written<'_>,
+    selected: &[usize],
+    output: &Path,
+) -> Result<Vec<serde_json::Value>> {
+    let (cfg, pre) = (src.cfg, src.pre);
+    let grid = cfg.grid().map(|g| g as usize);
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    let mut report = Vec::new();
+    for (i, (input, image_maps)) in src.inputs.iter().zip(src.maps).enumerate() {
+        let stem = stem_of(&input.name, i);
+        let picture = denormalize(&input.data, cfg, pre);
+        let mut blocks_json = Vec::new();
+        for &b in selected {
+            let heads = &image_maps[b];
+            let up: Vec<Vec<f32>> = heads
+                .iter()
+                .map(|m| upsample(&m[1..], grid, cfg.img_size))
+                .collect();
+            let saliency = saliency(&up);
+            let base = output.join(format!("{stem}_block{b}"));
+            write_npy(
+                &base,
+                "_maps.npy",
+                &[heads.len(), grid[0], grid[1]],
+                &patch_rows(heads),
+            )?;
+            let [h, w] = [cfg.img_size[0] as usize, cfg.img_size[1] as usize];
+            write_npy(&base, "_saliency.npy", &[h, w], &saliency)?;
+            save(&heads_grid(&up, cfg.img_size), &base, "_heads.png")?;
+            save(&overlay(&picture, &saliency), &base, "_overlay.png")?;
+            let cls_share: Vec<f32> = heads.iter().map(|m| m[0]).collect();
+            let cosine = src.float_maps.map(|f| {
+                heads
+                    .iter()
+                    .zip(&f[i][b])
+                    .map(|(q, f)| cosine(&q[1..], &f[1..]))
+                    .collect::<Vec<f64>>()
+            });
+            blocks_json.push(json!({
+                "block": b,
+                "overlay": format!("{}_overlay.png", base.display()),
+                "heads_png": format!("{}_heads.png", base.display()),
+                "cls_self_attention": cls_share,
+                "cosine_to_float": cosine,
+            }));
+        }
+        report.push(json!({"input": input.name, "blocks": blocks_json}));
+    }
+
+    Ok(report)
 }
 
 /// A file-name stem for input `i`: the image's file stem, or `batch_i` for `.npy` entries.

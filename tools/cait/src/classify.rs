@@ -34,6 +34,10 @@ pub struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Backend::Core)]
     backend: Backend,
+    /// Also write where the class token looked (last class-attention block) into DIR: a saliency
+    /// overlay and per-head maps per input (PNG + .npy; `cait attention` has every option).
+    #[arg(long, value_name = "DIR")]
+    attention: Option<PathBuf>,
 }
 
 /// One top-k entry.
@@ -105,8 +109,46 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let overlays = match &args.attention {
+        Some(dir) => {
+            if cfg.depth_token_only == 0 {
+                bail!("--attention: the model has no class-attention blocks");
+            }
+            let maps = crate::attention::maps_of(&loaded, &inputs, args.backend)?;
+            let last = cfg.depth_token_only.saturating_sub(1) as usize;
+            let written = crate::attention::Written {
+                cfg: &cfg,
+                pre: pack.preprocess(),
+                inputs: &inputs,
+                maps: &maps,
+                float_maps: None,
+            };
+            crate::attention::write_maps(&written, &[last], dir)?
+                .iter()
+                .map(|r| {
+                    r["blocks"][0]["overlay"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     if args.json {
+        for (r, o) in results.iter_mut().zip(&overlays) {
+            r["attention_overlay"] = json!(o);
+        }
         println!("{}", serde_json::to_string(&json!({ "results": results }))?);
+    } else if let Some(dir) = &args.attention {
+        println!(
+            "attention overlays (class-attention block {}): {}",
+            cfg.depth_token_only.saturating_sub(1),
+            dir.display()
+        );
+        for o in &overlays {
+            println!("  {o}");
+        }
     }
     Ok(())
 }

@@ -201,3 +201,29 @@ fn bad_input_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn classify_writes_overlays_of_the_last_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("att");
+    let v = json(&ok(&[
+        "classify",
+        "--json",
+        "--model",
+        p(&tiny().join("model.safetensors")),
+        p(&tiny().join("input.npy")),
+        "--attention",
+        p(&dir),
+    ]));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for (i, r) in results.iter().enumerate() {
+        let overlay = PathBuf::from(r["attention_overlay"].as_str().unwrap());
+        assert_eq!(overlay, dir.join(format!("input_{i}_block1_overlay.png")));
+        assert!(overlay.is_file());
+        assert!(
+            !dir.join(format!("input_{i}_block0_overlay.png")).exists(),
+            "last block only"
+        );
+    }
+}

@@ -149,6 +149,49 @@ fn f32_tiny_is_bit_exact_on_both_boards() {
     }
 }
 
+/// The bundled Fashion-MNIST model's committed int8 pack, in flash on both boards, on the ten
+/// committed sample images (one per class): the device's logits equal the host core's bit for bit,
+/// and the whole thing fits a part with 256 KiB of RAM and 1 MiB of flash.
+#[test]
+fn bundled_int8_is_bit_exact_on_both_boards() {
+    require_qemu();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
+    let pack = models.join("fashion-cait-int8.cait");
+    let input = models.join("samples.npy");
+    assert!(
+        pack.is_file() && input.is_file(),
+        "{} is incomplete",
+        models.display()
+    );
+    let host = host_logits(&pack, &input);
+    assert_eq!(host.len(), 10, "one sample image per class");
+    for machine in ["mps2-an386", "mps2-an500"] {
+        let run = device(&pack, &input, machine, &[]);
+        assert_bit_exact(&logits(&run), &host, machine);
+        assert_eq!(run["pack_region"], "flash", "{machine}");
+        let field = |k: &str| {
+            run[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{machine}: no {k}"))
+        };
+        let ram = field("ram_bytes") + field("peak_stack_bytes");
+        assert!(
+            ram <= 256 * 1024,
+            "{machine}: static RAM + stack = {ram} B > 256 KiB"
+        );
+        let flash = field("flash_bytes");
+        assert!(flash <= 1024 * 1024, "{machine}: flash {flash} B > 1 MiB");
+        eprintln!(
+            "{machine}: {} instructions/inference, {:.2} instructions/MAC, RAM {} B + stack {} B, flash {} B",
+            field("instructions"),
+            run["instructions_per_mac"].as_f64().unwrap(),
+            field("ram_bytes"),
+            field("peak_stack_bytes"),
+            flash
+        );
+    }
+}
+
 /// A second fixture (one input channel, its own shapes) on the Cortex-M4.
 #[test]
 fn f32_gray_is_bit_exact_on_cortex_m4() {

@@ -15,9 +15,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use cait_pack::{Interpolation, ModelConfig, Preprocess};
-use image::imageops::FilterType;
 
 use crate::npy::{self, NpyError};
+use crate::resize::{self, Filter};
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -504,12 +504,76 @@ pub fn load_image(path: &Path, cfg: &ModelConfig, pre: &Preprocess) -> Result<Ve
 ///
 /// Single-channel models take PIL's "L" conversion; 3-channel models the RGB conversion (a
 /// grayscale image is replicated, as timm's `convert('RGB')` does); 2 or 4 channels take RGBA's first
-/// channels.
+/// channels. See [`preprocess_u8`] for the resize and crop; the result is `(v / 255 - mean) / std`
+/// in f32, as torchvision's `ToTensor` + `Normalize` compute it.
 pub fn preprocess(
     img: &image::DynamicImage,
     cfg: &ModelConfig,
     pre: &Preprocess,
 ) -> Result<Vec<f32>, String> {
+    let chans = cfg.in_chans as usize;
+    let [out_h, out_w] = cfg.img_size;
+    let pixels = (out_h * out_w) as usize;
+    let planes = preprocess_u8(img, cfg, pre)?;
+    let (mean, std) = norm(pre, chans);
+    let mut out = Vec::with_capacity(planes.len());
+    for (c, plane) in planes.chunks_exact(pixels).enumerate() {
+        out.extend(plane.iter().map(|&v| (v as f32 / 255.0 - mean[c]) / std[c]));
+    }
+    Ok(out)
+}
+
+/// PIL's "L" conversion of 8-bit RGB (`rgb2l` in Pillow's Convert.c: ITU-R 601-2 in 16-bit fixed
+/// point, `(r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16`).
+pub fn pil_rgb_to_l(r: u8, g: u8, b: u8) -> u8 {
+    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// The image in the mode timm's dataset hands to the transform, as interleaved 8-bit pixels:
+/// "L" for 1-channel models, "RGB" for 3, RGBA otherwise. Returns `(pixels, bands)`.
+fn to_model_mode(img: &image::DynamicImage, chans: usize) -> (Vec<u8>, usize) {
+    use image::DynamicImage as D;
+    match chans {
+        1 => match img {
+            D::ImageLuma8(g) => (g.as_raw().clone(), 1),
+            D::ImageLumaA8(g) => (g.pixels().map(|p| p.0[0]).collect(), 1),
+            _ => (
+                img.to_rgb8()
+                    .pixels()
+                    .map(|p| pil_rgb_to_l(p.0[0], p.0[1], p.0[2]))
+                    .collect(),
+                1,
+            ),
+        },
+        3 => (img.to_rgb8().into_raw(), 3),
+        _ => (img.to_rgba8().into_raw(), 4),
+    }
+}
+
+/// Rounds half to even, as Python's `round` does.
+fn round_half_even(v: f64) -> f64 {
+    v.round_ties_even()
+}
+
+/// timm's eval transform up to (not including) `ToTensor`: the uint8 image fed to the network,
+/// as `[C, H, W]` planes.
+///
+/// - mode conversion first (timm's dataset converts the decoded image to "RGB" / "L"), using PIL's
+///   formulas;
+/// - resize with Pillow's own resampling ([`crate::resize`]), to the size torchvision / timm pick:
+///   a square input resizes the shorter side to `floor(size / crop_pct)` and the longer one to
+///   `int(short * long / short_in)` (torchvision `Resize(int)`); a non-square input uses timm's
+///   `ResizeKeepRatio`: both sides divided by `min(h / th, w / tw)` with `(th, tw) =
+///   floor((h, w) / crop_pct)`, rounded half to even;
+/// - center crop at `round((resized - crop) / 2)`, Python's round (half to even), as torchvision.
+///
+/// `crop_pct` is stored as f32; it is taken as the shortest decimal that round-trips (`0.9f32` is
+/// `0.9`), which is the Python float the cfg was written from.
+pub fn preprocess_u8(
+    img: &image::DynamicImage,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Vec<u8>, String> {
     let [out_h, out_w] = cfg.img_size;
     let chans = cfg.in_chans as usize;
     if !(1..=4).contains(&chans) {
@@ -517,15 +581,20 @@ pub fn preprocess(
             "images can feed models with 1 to 4 input channels; this one has {chans}"
         ));
     }
+    if img.width() == 0 || img.height() == 0 {
+        return Err("the image is empty".into());
+    }
     let crop_pct = if pre.crop_pct > 0.0 && pre.crop_pct.is_finite() {
-        pre.crop_pct as f64
+        pre.crop_pct
+            .to_string()
+            .parse::<f64>()
+            .unwrap_or(pre.crop_pct as f64)
     } else {
         1.0
     };
-    // timm: a square input resizes the shorter side to floor(size / crop_pct) keeping the aspect
-    // ratio; a non-square input resizes to exactly (floor(h / crop_pct), floor(w / crop_pct)).
-    let (w, h) = (img.width().max(1) as u64, img.height().max(1) as u64);
+    let (w, h) = (img.width() as u64, img.height() as u64);
     let (rw, rh) = if out_h == out_w {
+        // torchvision Resize(int): new_long = int(new_short * long / short)
         let target = (out_h as f64 / crop_pct).floor() as u64;
         if w <= h {
             (target, target * h / w)
@@ -533,49 +602,39 @@ pub fn preprocess(
             (target * w / h, target)
         }
     } else {
+        // timm ResizeKeepRatio(scale_size, longest=0)
+        let th = (out_h as f64 / crop_pct).floor();
+        let tw = (out_w as f64 / crop_pct).floor();
+        let ratio = (h as f64 / th).min(w as f64 / tw);
         (
-            (out_w as f64 / crop_pct).floor() as u64,
-            (out_h as f64 / crop_pct).floor() as u64,
+            round_half_even(w as f64 / ratio) as u64,
+            round_half_even(h as f64 / ratio) as u64,
         )
     };
+    // torchvision would zero-pad an image smaller than the crop (only possible with crop_pct > 1);
+    // resizing up to the crop instead keeps every output pixel an image pixel.
     let (rw, rh) = (
-        u32::try_from(rw).unwrap_or(u32::MAX).max(out_w),
-        u32::try_from(rh).unwrap_or(u32::MAX).max(out_h),
+        u32::try_from(rw).unwrap_or(u32::MAX).max(out_w) as usize,
+        u32::try_from(rh).unwrap_or(u32::MAX).max(out_h) as usize,
     );
     let filter = match pre.interpolation {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
+        Interpolation::Nearest => Filter::Nearest,
+        Interpolation::Bilinear => Filter::Bilinear,
+        Interpolation::Bicubic => Filter::Bicubic,
     };
-    let resized = if (rw, rh) == (img.width(), img.height()) {
-        img.clone()
-    } else {
-        img.resize_exact(rw, rh, filter)
-    };
-    // Center crop, rounding the offset as torchvision does.
-    let left = ((resized.width() - out_w) as f64 / 2.0).round() as u32;
-    let top = ((resized.height() - out_h) as f64 / 2.0).round() as u32;
-    let cropped = resized.crop_imm(left, top, out_w, out_h);
-
-    let planes: Vec<Vec<u8>> = match chans {
-        1 => vec![cropped.to_luma8().into_raw()],
-        3 => {
-            let rgb = cropped.to_rgb8();
-            (0..3)
-                .map(|c| rgb.pixels().map(|p| p.0[c]).collect())
-                .collect()
+    let (pixels, bands) = to_model_mode(img, chans);
+    let (w, h) = (w as usize, h as usize);
+    let resized = resize::resize(&pixels, w, h, bands, rw, rh, filter);
+    // Center crop, rounding the offset as torchvision does (Python round: half to even).
+    let (out_w, out_h) = (out_w as usize, out_h as usize);
+    let left = round_half_even((rw - out_w) as f64 / 2.0) as usize;
+    let top = round_half_even((rh - out_h) as f64 / 2.0) as usize;
+    let mut out = Vec::with_capacity(chans * out_h * out_w);
+    for c in 0..chans {
+        for y in top..top + out_h {
+            let row = &resized[(y * rw + left) * bands..(y * rw + left + out_w) * bands];
+            out.extend(row.chunks_exact(bands).map(|p| p[c]));
         }
-        _ => {
-            let rgba = cropped.to_rgba8();
-            (0..chans)
-                .map(|c| rgba.pixels().map(|p| p.0[c]).collect())
-                .collect()
-        }
-    };
-    let (mean, std) = norm(pre, chans);
-    let mut out = Vec::with_capacity(chans * (out_h * out_w) as usize);
-    for (c, plane) in planes.iter().enumerate() {
-        out.extend(plane.iter().map(|&v| (v as f32 / 255.0 - mean[c]) / std[c]));
     }
     Ok(out)
 }

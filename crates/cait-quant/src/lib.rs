@@ -11,6 +11,7 @@ pub mod npy;
 mod pack;
 pub mod pickle;
 pub mod quantize;
+pub mod resize;
 #[cfg(test)]
 mod tests;
 

@@ -26,6 +26,7 @@ rustup target add thumbv7em-none-eabihf >/dev/null
 
 echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
+cargo build -q -p cait-core --target thumbv7em-none-eabihf --features arm-dsp
 
 echo "== tests"
 cargo test -q --workspace
@@ -33,4 +34,5 @@ cargo test -q --workspace
 echo "== doc tests and lints"
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo fmt --all -- --check
+(cd firmware && cargo clippy -q --release --bins -- -D warnings && cargo fmt -- --check)
 echo "tools/test.sh: all passed"

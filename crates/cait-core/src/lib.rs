@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
-#![forbid(unsafe_code)]
+// No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel.
+#![cfg_attr(not(feature = "arm-dsp"), forbid(unsafe_code))]
+#![cfg_attr(feature = "arm-dsp", deny(unsafe_code))]
 #![deny(missing_docs)]
 
 mod attention;

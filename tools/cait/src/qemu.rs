@@ -36,6 +36,10 @@ pub struct Args {
     /// Link the pack into the board's 16 MiB PSRAM even when it fits in the 4 MiB code memory.
     #[arg(long)]
     psram: bool,
+    /// Build the int8 kernels without the DSP extension (SXTB16/SMLAD): the portable kernel, for
+    /// before/after comparisons. Results are bit-identical either way.
+    #[arg(long)]
+    no_dsp: bool,
     /// Seconds the firmware may run in QEMU before it is stopped.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     timeout: u64,
@@ -306,6 +310,11 @@ fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Re
             "--no-default-features",
         ])
         .args(["--features", args.machine.feature()])
+        .args(if args.no_dsp {
+            &[][..]
+        } else {
+            &["--features", "dsp"][..]
+        })
         .env("CARGO_TARGET_DIR", &target)
         .env("CAIT_PACK", pack)
         .env("CAIT_INPUT", input)

@@ -245,3 +245,74 @@ fn corrupted_pack_in_flash_is_refused_at_start_up() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+/// The firmware's int8 linear kernel (SXTB16/SMLAD with the default `dsp` feature) against
+/// cait-core's plain reference, on the devices themselves: firmware/src/bin/kernel_check.rs runs
+/// 300 seeded random shapes and exits with failure on any differing sum.
+#[test]
+fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
+    require_qemu();
+    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
+    let target = firmware.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    for (machine, cpu) in [("mps2-an386", "cortex-m4"), ("mps2-an500", "cortex-m7")] {
+        let elf = {
+            // The lock `cait qemu` takes around its builds of this target dir.
+            let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
+            lock.lock().unwrap();
+            let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(&firmware)
+                .args([
+                    "build",
+                    "--release",
+                    "--bin",
+                    "kernel_check",
+                    "--no-default-features",
+                ])
+                .args(["--features", &format!("{machine},dsp")])
+                .env("CARGO_TARGET_DIR", &target)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("CARGO_BUILD_TARGET")
+                .output()
+                .unwrap();
+            assert!(
+                build.status.success(),
+                "{}",
+                String::from_utf8_lossy(&build.stderr)
+            );
+            let copy = target.join(format!("kernel_check-{machine}-{}.elf", std::process::id()));
+            std::fs::copy(
+                target.join("thumbv7em-none-eabihf/release/kernel_check"),
+                &copy,
+            )
+            .unwrap();
+            copy
+        };
+        let run = Command::new("qemu-system-arm")
+            .args([
+                "-machine", machine, "-cpu", cpu, "-display", "none", "-monitor", "none",
+            ])
+            .args([
+                "-serial",
+                "none",
+                "-semihosting-config",
+                "enable=on,target=native",
+            ])
+            .args(["-icount", "shift=0", "-kernel"])
+            .arg(&elf)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&elf);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(run.status.success(), "{machine}: {text}");
+        assert!(
+            text.contains("300 cases") && text.contains("0 failures (dsp kernel)"),
+            "{machine}: {text}"
+        );
+    }
+}

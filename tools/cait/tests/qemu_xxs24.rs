@@ -127,3 +127,78 @@ fn xxs24_shaped_f32_from_psram_is_bit_exact() {
     // The workspace does not grow with depth.
     assert_eq!(n(&d2, "workspace_bytes"), n(&d4, "workspace_bytes"));
 }
+
+/// The full 24-block cait_xxs24_224 as an int8 pack (~12 MB, so in PSRAM) on the Cortex-M4: with
+/// the DSP kernels (default) and without (`--no-dsp`), both bit-exact with the host; prints the
+/// figures the firmware README quotes.
+#[test]
+#[ignore = "slow: two firmware builds, ~10^10 emulated instructions"]
+fn xxs24_int8_from_psram_with_and_without_dsp() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SynthSpec::timm_variant("cait_xxs24_224", 2024).unwrap();
+    let ckpt = dir.path().join("xxs24.safetensors");
+    synth::write_safetensors(&spec, &ckpt).unwrap();
+    let (shape, data) = synth::input(&spec, 1);
+    let input = dir.path().join("input.npy");
+    cait_quant::npy::write_f32(&input, &shape, &data).unwrap();
+    let (cshape, cdata) = synth::input(&spec, 8);
+    let calib = dir.path().join("calib.npy");
+    cait_quant::npy::write_f32(&calib, &cshape, &cdata).unwrap();
+    let pack = dir.path().join("xxs24-int8.cait");
+    let st = cait()
+        .args(["quantize", "--precision", "int8", "--calib"])
+        .arg(&calib)
+        .arg("-o")
+        .arg(&pack)
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let host = run_json(&[
+        "classify".as_ref(),
+        "--json".as_ref(),
+        "--model".as_ref(),
+        pack.as_ref(),
+        input.as_ref(),
+    ]);
+    for extra in [&[][..], &["--no-dsp"][..]] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "qemu".as_ref(),
+            "--json".as_ref(),
+            "--timeout".as_ref(),
+            "3000".as_ref(),
+            "--model".as_ref(),
+            pack.as_ref(),
+            input.as_ref(),
+        ];
+        args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+        let device = run_json(&args);
+        assert_eq!(
+            logit_bits(&device),
+            logit_bits(&host),
+            "{extra:?}: logits differ"
+        );
+        assert_eq!(device["pack_region"], "psram");
+        let n = |k: &str| device[k].as_u64().unwrap();
+        println!(
+            "cait_xxs24_224 int8 {}: {} instructions, {} MACs ({:.2}/MAC), workspace {} B, static RAM {} B, peak stack {} B, pack {} B in PSRAM, flash {} B",
+            if extra.is_empty() {
+                "DSP kernels"
+            } else {
+                "portable kernels"
+            },
+            n("instructions"),
+            n("macs"),
+            device["instructions_per_mac"].as_f64().unwrap(),
+            n("workspace_bytes"),
+            n("ram_bytes"),
+            n("peak_stack_bytes"),
+            n("pack_bytes"),
+            n("flash_bytes"),
+        );
+    }
+}

@@ -10,7 +10,10 @@
 //! refuses reductions longer than [`MAX_REDUCTION`] terms, so every `i32` sum stays below `2^31`.
 //! The bias is then added with saturation (a hostile pack cannot make it wrap or panic).
 
+#[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+pub(crate) mod dsp;
 pub(crate) mod generic;
+#[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
 pub(crate) mod tiled;
 
 /// Longest reduction an int8 kernel accepts: `MAX_REDUCTION · 2^14 < 2^31`.
@@ -20,6 +23,9 @@ pub(crate) const MAX_REDUCTION: usize = (1 << 17) - 1;
 /// of `x` and row `o` of `w` (each `k` wide), in an unspecified order.
 #[inline]
 pub(crate) fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
+    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+    dsp::linear(x, w, k, emit);
+    #[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
     tiled::linear(x, w, k, emit)
 }
 

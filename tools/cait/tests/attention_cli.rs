@@ -3,39 +3,12 @@
 //! input is named.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn cait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = cait(args);
-    assert!(
-        out.status.success(),
-        "cait {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tiny() -> PathBuf {
-    cait_tests::synth::fixtures_dir().join("tiny")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::{cait, json, ok, p, tiny};
 
 fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     cait_quant::npy::read_f32(path).unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

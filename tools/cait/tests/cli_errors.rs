@@ -1,42 +1,7 @@
 //! Bad input: one clear line on stderr, a non-zero exit, and nothing written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn cait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn tiny() -> PathBuf {
-    cait_tests::synth::fixtures_dir().join("tiny")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// Fails with exit status 1 and a single `error: ` line containing every `needle`.
-fn assert_error(out: &Output, needles: &[&str]) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected, got: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "`{n}` not in: {err}");
-    }
-}
+mod common;
+use common::{assert_error, cait, p, tiny};
 
 #[test]
 fn missing_model_file() {

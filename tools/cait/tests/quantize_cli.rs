@@ -2,34 +2,11 @@
 //! choices `cait inspect` shows, `cait eval` / `classify` on every precision, and every bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cait_tests::synth;
 
-fn cait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = cait(args);
-    assert!(
-        out.status.success(),
-        "cait {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tiny() -> PathBuf {
-    synth::fixtures_dir().join("tiny")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::{assert_error, cait, json, ok, p, tiny};
 
 /// `n` images `[n, c, size, size]` from the fixtures' input distribution (0.8 · normal).
 fn calibration(dir: &Path, n: usize, c: usize, size: usize) -> PathBuf {
@@ -38,30 +15,6 @@ fn calibration(dir: &Path, n: usize, c: usize, size: usize) -> PathBuf {
     let path = dir.join(format!("calib_{n}x{c}x{size}.npy"));
     cait_quant::npy::write_f32(&path, &shape, &data).unwrap();
     path
-}
-
-/// Fails with exit status 1 and a single `error: ` line containing every `needle`.
-fn assert_error(out: &Output, needles: &[&str]) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "`{n}` not in: {err}");
-    }
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

@@ -6,28 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::{cait, ok, p};
+
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-fn cait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = cait(args);
-    assert!(
-        out.status.success(),
-        "cait {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn fashion() -> &'static str {
     assert!(

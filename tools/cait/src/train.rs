@@ -450,12 +450,19 @@ fn fresh_config(args: &Args, data: &Path, is_idx: bool) -> Result<ModelConfig> {
     Ok(cfg)
 }
 
-/// Channel `ch` of a one-or-per-channel list, or `default`.
-fn pick(list: &Option<Vec<f32>>, ch: usize, default: f32) -> f32 {
-    match list {
-        Some(v) if v.len() == 1 => v[0],
-        Some(v) => v.get(ch).copied().unwrap_or(default),
-        None => default,
+/// `--mean`/`--std` as `c` values: one value repeated or one per channel; `default(ch)` when the
+/// option is not given.
+fn per_channel(
+    given: &Option<Vec<f32>>,
+    what: &str,
+    c: usize,
+    default: impl Fn(usize) -> f32,
+) -> Result<Vec<f32>> {
+    match given {
+        None => Ok((0..c).map(default).collect()),
+        Some(v) if v.len() == 1 => Ok(vec![v[0]; c]),
+        Some(v) if v.len() == c => Ok(v.clone()),
+        Some(v) => bail!("--{what} has {} values for {c} channels", v.len()),
     }
 }
 
@@ -492,10 +499,8 @@ fn normalization(
         // images later), leave the data as it is.
         let mut pre = *raw;
         pre.norm_channels = c as u8;
-        for ch in 0..c {
-            pre.mean[ch] = pick(&args.mean, ch, 0.0);
-            pre.std[ch] = pick(&args.std, ch, 1.0);
-        }
+        pre.mean[..c].copy_from_slice(&per_channel(&args.mean, "mean", c, |_| 0.0)?);
+        pre.std[..c].copy_from_slice(&per_channel(&args.std, "std", c, |_| 1.0)?);
         return Ok(pre);
     }
     let plane = set.sample_len() / c;
@@ -512,20 +517,13 @@ fn normalization(
         (mean, (sq / n.max(1) as f64 - mean * mean).max(0.0).sqrt())
     };
     let round = |v: f64| ((v * 1e4).round() / 1e4) as f32;
-    let per_channel =
-        |given: &Option<Vec<f32>>, what: &str, pick: &dyn Fn(usize) -> f32| match given {
-            None => Ok((0..c).map(pick).collect::<Vec<f32>>()),
-            Some(v) if v.len() == 1 => Ok(vec![v[0]; c]),
-            Some(v) if v.len() == c => Ok(v.clone()),
-            Some(v) => bail!("--{what} has {} values for {c} channels", v.len()),
-        };
     let measured: Vec<(f64, f64)> = if args.mean.is_none() || args.std.is_none() {
         (0..c).map(stats).collect()
     } else {
         Vec::new()
     };
-    let mean = per_channel(&args.mean, "mean", &|ch| round(measured[ch].0))?;
-    let std = per_channel(&args.std, "std", &|ch| round(measured[ch].1))?;
+    let mean = per_channel(&args.mean, "mean", c, |ch| round(measured[ch].0))?;
+    let std = per_channel(&args.std, "std", c, |ch| round(measured[ch].1))?;
     if let Some(bad) = std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
         bail!("normalization std {bad} must be positive (is the training data constant?)");
     }

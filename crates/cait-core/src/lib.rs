@@ -24,23 +24,22 @@ pub use topk::top_k;
 /// The int8 matmul kernel, beside its plain reference, so a target-specific variant (a Cortex-M
 /// DSP kernel, say) can be checked against the reference on the target itself.
 ///
-/// Both compute, for every `k`-wide row `t` of `x` and `o` of `w`, the exact `i32` sum
-/// `Σ_j x[t·k + j] · w[o·k + j]` and pass it to `emit(t, o, sum)`, each pair once, in an
-/// unspecified order (nothing when `k` is 0); rows up to 131,071 wide cannot overflow.
+/// Both compute, for every row `t` of `x` and `o` of `w` (rows of the same width `k`), the exact
+/// `i32` sum `Σ_j x_t[j] · w_o[j]` and pass it to `emit(t, o, sum)`, each pair once, in an
+/// unspecified order (nothing when `k` is 0 or the widths differ); rows up to 131,071 wide cannot
+/// overflow. [`Rows`](int8_kernels::Rows) describes packed rows (a linear layer) or a column block
+/// of a wider matrix (one attention head).
 pub mod int8_kernels {
+    pub use crate::kernels::int8::Rows;
+
     /// The kernel the engine uses on this target.
-    pub fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
-        crate::kernels::int8::linear(x, w, k, emit)
+    pub fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+        crate::kernels::int8::matmul(x, w, emit)
     }
 
     /// The plain reference: the specification every variant must equal bit for bit.
-    pub fn linear_reference(
-        x: &[i8],
-        w: &[i8],
-        k: usize,
-        emit: &mut impl FnMut(usize, usize, i32),
-    ) {
-        crate::kernels::int8::generic::linear(x, w, k, emit)
+    pub fn matmul_reference(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+        crate::kernels::int8::generic::matmul(x, w, emit)
     }
 }
 pub use error::Error;

@@ -118,6 +118,12 @@ pub trait Probe {
 pub(crate) struct MaybeProbe<'p>(pub(crate) Option<&'p mut dyn Probe>);
 
 impl MaybeProbe<'_> {
+    /// Whether there is a probe to report to.
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
+        self.0.is_some()
+    }
+
     #[inline]
     pub(crate) fn f32(&mut self, site: Site, point: Point, width: usize, values: &[f32]) {
         if let Some(p) = self.0.as_deref_mut() {

@@ -38,12 +38,12 @@
 //! | phase | uses (bytes) |
 //! | ----- | ------------ |
 //! | patch embedding | int8 im2col'd patches, `⌈C·p²⌉₄` each: as many per pass as fit (at least 1) |
-//! | attention | int8 keys `⌈D·T⌉₄` and values `⌈T·D⌉₄`; f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D` and its i32 sums `4·D`; int8 output tile `⌈R·D⌉₄` |
+//! | attention | int8 keys `⌈T·D⌉₄` and values `⌈D·T⌉₄` (transposed); f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D`; int8 output tile `⌈R·D⌉₄` |
 //! | SA MLP | int8 `D` (norm2 output) + int8 `hidden` (GELU output) per token: as many tokens per pass as fit (at least 1) |
 //! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄` |
 //! | head | `2·4·D + ⌈D⌉₄`: pooled and unsmoothed features (f32), the int8 head input |
 //!
-//! The attention term dominates: cait_xxs24_224 needs 244,788 bytes (239 KiB) in all, 52% of the
+//! The attention term dominates: cait_xxs24_224 needs 244,020 bytes (238 KiB) in all, 52% of the
 //! f32 layout's 472,480, of which the f32 residual stream is 150,528.
 
 use cait_pack::{ModelConfig, Precision};
@@ -117,7 +117,7 @@ const fn int8_scratch_bytes(cfg: &ModelConfig) -> u128 {
         + round4(h * t)
         + round4(rows * d)
         + 4 * rows * d
-        + 2 * 4 * d
+        + 4 * d
         + round4(rows * d);
     let mlp = round4(d)
         + round4(max(

@@ -106,7 +106,7 @@ fn int8_pack_with_report_inspect_eval_and_classify() {
     assert_eq!(meta["quant.smoothing"], "alpha=0.5");
     assert_eq!(meta["quant.qk"], "f32");
     assert_eq!(meta["quant.av"], "int8");
-    assert_eq!(v["workspace_bytes"], 3140);
+    assert_eq!(v["workspace_bytes"], 3076);
     let text = String::from_utf8_lossy(&ok(&["inspect", p(&pack)]).stdout).into_owned();
     assert!(text.contains("quant.measured.smoothing"), "{text}");
 

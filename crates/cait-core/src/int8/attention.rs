@@ -1,19 +1,21 @@
 //! int8 attention, one query row at a time for all heads (as the float engine, see
-//! `crate::attention`): keys `D × n` (transposed) and values `n × D` are int8 in the workspace.
+//! `crate::attention`): keys `n × D` and values `D × n` (transposed) are int8 in the workspace, laid
+//! out so that both products reduce along contiguous memory — q·kᵀ along a key's head slice,
+//! attention·v along a value channel — and run on the int8 matmul kernel like the linear layers.
 //!
 //! q·kᵀ and attention·v each have an int8 form (`i32` sums: exact, any order) and an f32 form
 //! (f32 queries or weights against the dequantized keys or values, summed sequentially, scaled
 //! once at the end); the pack chooses.
 
 use crate::attention::HeadMix;
-use crate::kernels::int8::ActQuant;
+use crate::kernels::int8::{self as k8, ActQuant, Rows};
 use crate::kernels::softmax::softmax;
 
 /// The keys and values of one attention, int8.
 pub(crate) struct KeysValues<'w> {
-    /// `D × n`: row `c` holds feature `c` of every key.
+    /// `n × D`: row `m` holds key `m`.
     pub(crate) keys: &'w [i8],
-    /// `n × D`.
+    /// `D × n`: row `c` holds feature `c` of every value.
     pub(crate) values: &'w [i8],
     /// Scale of the keys (symmetric).
     pub(crate) key_scale: f32,
@@ -42,52 +44,32 @@ pub(crate) struct RowScratch<'w> {
     pub(crate) weights: &'w mut [f32],
     /// `H × n` int8: the quantized attention weights (int8 attention·v).
     pub(crate) probs: &'w mut [i8],
-    /// `D` sums.
-    pub(crate) acc: &'w mut [i32],
 }
 
 /// `logits[h][m] = q_h · k_{m,h}` for every head and key (`logits` is `H × n`).
 pub(crate) fn scores(q: Query<'_>, kv: &KeysValues<'_>, logits: &mut [f32]) {
     let (n, hd) = (kv.n, kv.head_dim);
-    let heads = kv.keys.chunks_exact(hd * n).zip(logits.chunks_exact_mut(n));
-    match q {
-        Query::I8(q, q_scale) => {
-            let scale = q_scale * kv.key_scale;
-            for ((kh, lh), qh) in heads.zip(q.chunks_exact(hd)) {
-                {
-                    // Sum in i32 in the row's own memory, then convert in place.
-                    let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut *lh);
-                    acc.fill(0);
-                    let mut pairs = qh.chunks_exact(2).zip(kh.chunks_exact(2 * n));
-                    for (qp, kp) in &mut pairs {
-                        let (k0, k1) = kp.split_at(n);
-                        let (q0, q1) = (i32::from(qp[0]), i32::from(qp[1]));
-                        for ((a, &x), &y) in acc.iter_mut().zip(k0).zip(k1) {
-                            *a += q0 * i32::from(x) + q1 * i32::from(y);
-                        }
-                    }
-                    if hd % 2 == 1 {
-                        let q0 = i32::from(qh[hd - 1]);
-                        for (a, &x) in acc.iter_mut().zip(&kh[(hd - 1) * n..]) {
-                            *a += q0 * i32::from(x);
-                        }
-                    }
-                }
-                for v in lh.iter_mut() {
-                    *v = (v.to_bits() as i32) as f32 * scale;
-                }
+    let d = kv.keys.len().checked_div(n).unwrap_or(0);
+    for (h, lh) in logits.chunks_exact_mut(n).enumerate() {
+        // Head h of every key: n rows of hd, d apart.
+        let keys = kv.keys.get(h * hd..).unwrap_or_default();
+        match q {
+            Query::I8(q, q_scale) => {
+                let scale = q_scale * kv.key_scale;
+                let qh = Rows::strided(q.get(h * hd..).unwrap_or_default(), hd, hd, 1);
+                k8::matmul(qh, Rows::strided(keys, hd, d, n), &mut |_, m, acc| {
+                    lh[m] = acc as f32 * scale;
+                });
             }
-        }
-        Query::F32(q) => {
-            for ((kh, lh), qh) in heads.zip(q.chunks_exact(hd)) {
-                lh.fill(0.0);
-                for (&qv, k) in qh.iter().zip(kh.chunks_exact(n)) {
-                    for (l, &x) in lh.iter_mut().zip(k) {
-                        *l += qv * f32::from(x);
+            Query::F32(q) => {
+                let qh = q.get(h * hd..(h + 1) * hd).unwrap_or_default();
+                for (m, l) in lh.iter_mut().enumerate() {
+                    let key = keys.get(m * d..m * d + hd).unwrap_or_default();
+                    let mut acc = 0.0f32;
+                    for (&qv, &x) in qh.iter().zip(key) {
+                        acc += qv * f32::from(x);
                     }
-                }
-                for l in lh.iter_mut() {
-                    *l *= kv.key_scale;
+                    *l = acc * kv.key_scale;
                 }
             }
         }
@@ -95,48 +77,43 @@ pub(crate) fn scores(q: Query<'_>, kv: &KeysValues<'_>, logits: &mut [f32]) {
 }
 
 /// `out_h = sum_m weights[h][m] · v_{m,h}`: int8 (`weights` quantized by `quant` into
-/// `probs`, `i32` sums in `acc`) when `quant` is given, else f32 over the dequantized values.
+/// `probs`, `i32` sums) when `quant` is given, else f32 over the dequantized values.
 pub(crate) fn weighted_values(
     weights: &[f32],
     quant: Option<&ActQuant>,
     kv: &KeysValues<'_>,
     probs: &mut [i8],
-    acc: &mut [i32],
     out: &mut [f32],
 ) {
     let (n, hd) = (kv.n, kv.head_dim);
-    let d = out.len();
+    // Channels of head h: hd rows of n, n apart.
+    let channels = kv.values.chunks_exact(hd * n);
     match quant {
         Some(q) => {
             q.quantize_slice(weights, probs);
-            acc.fill(0);
-            for (m, value) in kv.values.chunks_exact(d).enumerate() {
-                let per_head = acc.chunks_exact_mut(hd).zip(value.chunks_exact(hd));
-                for (h, (ah, vh)) in per_head.enumerate() {
-                    let a = i32::from(probs[h * n + m]);
-                    for (s, &v) in ah.iter_mut().zip(vh) {
-                        *s += a * i32::from(v);
-                    }
-                }
-            }
             let scale = q.scale * kv.value_scale;
-            for (o, &s) in out.iter_mut().zip(acc.iter()) {
-                *o = s as f32 * scale;
+            let heads = channels
+                .zip(out.chunks_exact_mut(hd))
+                .zip(probs.chunks_exact(n));
+            for ((vh, oh), ph) in heads {
+                let p = Rows::strided(ph, n, n, 1);
+                k8::matmul(p, Rows::strided(vh, n, n, hd), &mut |_, e, s| {
+                    oh[e] = s as f32 * scale;
+                });
             }
         }
         None => {
-            out.fill(0.0);
-            for (m, value) in kv.values.chunks_exact(d).enumerate() {
-                let per_head = out.chunks_exact_mut(hd).zip(value.chunks_exact(hd));
-                for (h, (oh, vh)) in per_head.enumerate() {
-                    let a = weights[h * n + m];
-                    for (o, &v) in oh.iter_mut().zip(vh) {
-                        *o += a * f32::from(v);
+            let heads = channels
+                .zip(out.chunks_exact_mut(hd))
+                .zip(weights.chunks_exact(n));
+            for ((vh, oh), wh) in heads {
+                for (o, v) in oh.iter_mut().zip(vh.chunks_exact(n)) {
+                    let mut acc = 0.0f32;
+                    for (&a, &x) in wh.iter().zip(v) {
+                        acc += a * f32::from(x);
                     }
+                    *o = acc * kv.value_scale;
                 }
-            }
-            for o in out.iter_mut() {
-                *o *= kv.value_scale;
             }
         }
     }
@@ -161,7 +138,7 @@ pub(crate) fn talking_heads(
         softmax(r);
     }
     proj_w.apply(row.weights, row.logits, n);
-    weighted_values(row.logits, av, kv, row.probs, row.acc, out);
+    weighted_values(row.logits, av, kv, row.probs, out);
 }
 
 /// Class attention of the class token's query (see `crate::attention::class_attention`). On return
@@ -181,7 +158,7 @@ pub(crate) fn class_attention(
         softmax(r);
         each_head(head, r);
     }
-    weighted_values(row.weights, av, kv, row.probs, row.acc, out);
+    weighted_values(row.weights, av, kv, row.probs, out);
 }
 
 #[cfg(test)]
@@ -220,8 +197,8 @@ mod tests {
                     let mut acc = 0i32;
                     let mut f = 0.0f32;
                     for e in h * head_dim..(h + 1) * head_dim {
-                        acc += q8[e] as i32 * keys[e * n + m] as i32;
-                        f += qf[e] * keys[e * n + m] as f32;
+                        acc += q8[e] as i32 * keys[m * d + e] as i32;
+                        f += qf[e] * keys[m * d + e] as f32;
                     }
                     proptest::prop_assert_eq!(logits[h * n + m].to_bits(), (acc as f32 * (0.02f32 * 0.03)).to_bits());
                     proptest::prop_assert_eq!(logits_f[h * n + m].to_bits(), (f * 0.03).to_bits());
@@ -229,18 +206,18 @@ mod tests {
             }
             let weights: Vec<f32> = data(heads * n, seed + 3).iter().map(|&v| v as f32 / 100.0).collect();
             let aq = ActQuant::new(0.01, 0.0).unwrap();
-            let (mut probs, mut acc) = (vec![0i8; heads * n], vec![0i32; d]);
+            let mut probs = vec![0i8; heads * n];
             let mut out8 = vec![0.0; d];
-            weighted_values(&weights, Some(&aq), &kv, &mut probs, &mut acc, &mut out8);
+            weighted_values(&weights, Some(&aq), &kv, &mut probs, &mut out8);
             let mut outf = vec![0.0; d];
-            weighted_values(&weights, None, &kv, &mut probs, &mut acc, &mut outf);
+            weighted_values(&weights, None, &kv, &mut probs, &mut outf);
             for h in 0..heads {
                 for e in 0..head_dim {
                     let c = h * head_dim + e;
                     let (mut s, mut f) = (0i32, 0.0f32);
                     for m in 0..n {
-                        s += aq.quantize(weights[h * n + m]) as i32 * values[m * d + c] as i32;
-                        f += weights[h * n + m] * values[m * d + c] as f32;
+                        s += aq.quantize(weights[h * n + m]) as i32 * values[c * n + m] as i32;
+                        f += weights[h * n + m] * values[c * n + m] as f32;
                     }
                     proptest::prop_assert_eq!(out8[c].to_bits(), (s as f32 * (0.01f32 * 0.05)).to_bits());
                     proptest::prop_assert_eq!(outf[c].to_bits(), (f * 0.05).to_bits());

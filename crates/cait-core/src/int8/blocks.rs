@@ -10,7 +10,7 @@ use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::attention::{AttentionSink, HeadMix};
 use crate::blocks::Dims;
-use crate::kernels::gelu::gelu;
+use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::probe::{MaybeProbe, Point, Site};
@@ -170,7 +170,6 @@ struct AttentionScratch<'w> {
     /// `R·D` f32 queries, or `R·D` int8 queries in its first bytes.
     tile_q: &'w mut [f32],
     row: &'w mut [f32],
-    acc: &'w mut [i32],
     tile_out: &'w mut [i8],
 }
 
@@ -185,7 +184,6 @@ impl<'w> AttentionScratch<'w> {
         let (tile_in, rest) = take::<i8>(rest, r * d);
         let (tile_q, rest) = take::<f32>(rest, r * d);
         let (row, rest) = take::<f32>(rest, d);
-        let (acc, rest) = take::<i32>(rest, d);
         let (tile_out, _) = take::<i8>(rest, r * d);
         AttentionScratch {
             keys: &mut keys[..tokens * d],
@@ -196,7 +194,6 @@ impl<'w> AttentionScratch<'w> {
             tile_in,
             tile_q,
             row,
-            acc,
             tile_out,
         }
     }
@@ -255,6 +252,39 @@ fn report_attention(
     match av {
         Some(q) => probe.i8(site, Point::Attention, n, probs, *q),
         None => probe.f32(site, Point::Attention, n, weights),
+    }
+}
+
+/// Reports the keys (`n × D` here) as `D` rows of `n` and the values (`D × n` here) as `n` rows
+/// of `D`: the layouts [`Point::K`] and [`Point::V`] document, which the float engine reports too.
+/// Gathers through `column` (`≥ n` bytes) and `row` (`≥ D` bytes); nothing without a probe.
+#[allow(clippy::too_many_arguments)]
+fn report_keys_values(
+    probe: &mut MaybeProbe<'_>,
+    site: Site,
+    kv: &KeysValues<'_>,
+    kq: ActQuant,
+    vq: ActQuant,
+    column: &mut [i8],
+    row: &mut [i8],
+) {
+    if !probe.active() {
+        return;
+    }
+    let n = kv.n;
+    let d = kv.keys.len().checked_div(n).unwrap_or(0);
+    let (column, row) = (&mut column[..n], &mut row[..d]);
+    for c in 0..d {
+        for (v, key) in column.iter_mut().zip(kv.keys.chunks_exact(d)) {
+            *v = key[c];
+        }
+        probe.i8(site, Point::K, n, column, kq);
+    }
+    for m in 0..n {
+        for (v, channel) in row.iter_mut().zip(kv.values.chunks_exact(n)) {
+            *v = channel[m];
+        }
+        probe.i8(site, Point::V, d, row, vq);
     }
 }
 
@@ -345,14 +375,12 @@ impl<'a> SelfAttentionBlock<'a> {
             probe.i8(site, Point::Norm1, d, tile, n1);
             let (base, keys, values) = (pass * rows, &mut *a.keys, &mut *a.values);
             self.k.forward(tile, n1.scale, &mut |t, o, y| {
-                keys[o * n + base + t] = kq.quantize(y);
+                keys[(base + t) * d + o] = kq.quantize(y);
             });
             self.v.forward(tile, n1.scale, &mut |t, o, y| {
-                values[(base + t) * d + o] = vq.quantize(y);
+                values[o * n + base + t] = vq.quantize(y);
             });
         }
-        probe.i8(site, Point::K, n, a.keys, kq);
-        probe.i8(site, Point::V, d, a.values, vq);
         let kv = KeysValues {
             keys: a.keys,
             values: a.values,
@@ -361,11 +389,11 @@ impl<'a> SelfAttentionBlock<'a> {
             n,
             head_dim: dims.head_dim,
         };
+        report_keys_values(probe, site, &kv, kq, vq, a.probs, a.tile_out);
         let mut row = RowScratch {
             logits: a.logits,
             weights: a.weights,
             probs: a.probs,
-            acc: a.acc,
         };
         let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
         let out_q = acts[act::ATTENTION_OUT];
@@ -408,7 +436,7 @@ impl<'a> SelfAttentionBlock<'a> {
             self.norm2.apply_rows_quantized(xs, &n2, normed);
             probe.i8(site, Point::Norm2, d, normed, n2);
             self.fc1.forward(normed, n2.scale, &mut |t, o, y| {
-                hid[t * hidden + o] = hq.quantize(gelu(y));
+                hid[t * hidden + o] = hq.quantize(gelu_rational(y));
             });
             probe.i8(site, Point::Hidden, hidden, hid, hq);
             self.fc2
@@ -476,11 +504,12 @@ impl<'a> ClassAttentionBlock<'a> {
         let (n1, kq, vq) = (acts[act::NORM1], acts[act::K], acts[act::V]);
         {
             let a = AttentionScratch::split(scratch, dims, tokens);
-            let keys = &mut *a.keys;
-            for (pass, values) in a.values.chunks_mut(rows * d).enumerate() {
-                let tile = &mut a.tile_in[..values.len()];
+            let (keys, values) = (&mut *a.keys, &mut *a.values);
+            for base in (0..tokens).step_by(rows) {
+                let count = rows.min(tokens - base);
+                let tile = &mut a.tile_in[..count * d];
                 for (j, out) in tile.chunks_exact_mut(d).enumerate() {
-                    let t = pass * rows + j;
+                    let t = base + j;
                     let token = if t == 0 {
                         &*cls
                     } else {
@@ -489,32 +518,29 @@ impl<'a> ClassAttentionBlock<'a> {
                     self.norm1.apply_quantized(token, &n1, out);
                 }
                 probe.i8(site, Point::Norm1, d, tile, n1);
-                let base = pass * rows;
                 self.k.forward(tile, n1.scale, &mut |t, o, y| {
-                    keys[o * tokens + base + t] = kq.quantize(y);
+                    keys[(base + t) * d + o] = kq.quantize(y);
                 });
                 self.v.forward(tile, n1.scale, &mut |t, o, y| {
-                    values[t * d + o] = vq.quantize(y);
+                    values[o * tokens + base + t] = vq.quantize(y);
                 });
             }
-            probe.i8(site, Point::K, tokens, keys, kq);
-            probe.i8(site, Point::V, d, a.values, vq);
             let normed = &mut a.tile_in[..d];
             self.norm1.apply_quantized(cls, &n1, normed);
             queries(&self.q, normed, &n1, acts, modes, a.tile_q, d, site, probe);
             let kv = KeysValues {
                 keys,
-                values: a.values,
+                values,
                 key_scale: kq.scale,
                 value_scale: vq.scale,
                 n: tokens,
                 head_dim: dims.head_dim,
             };
+            report_keys_values(probe, site, &kv, kq, vq, a.probs, a.tile_out);
             let mut row = RowScratch {
                 logits: a.logits,
                 weights: a.weights,
                 probs: a.probs,
-                acc: a.acc,
             };
             let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
             let q = query(a.tile_q, 0, d, acts, modes);
@@ -538,7 +564,7 @@ impl<'a> ClassAttentionBlock<'a> {
         self.norm2.apply_quantized(cls, &n2, normed);
         probe.i8(site, Point::Norm2, d, normed, n2);
         self.fc1.forward(normed, n2.scale, &mut |_, o, y| {
-            hid[o] = hq.quantize(gelu(y));
+            hid[o] = hq.quantize(gelu_rational(y));
         });
         probe.i8(site, Point::Hidden, hidden, hid, hq);
         self.fc2.forward(hid, hq.scale, &mut |_, o, y| cls[o] += y);

@@ -6,7 +6,8 @@
 //!   q·kᵀ and attention·v when the pack's `quant.qk` / `quant.av` say `int8`.
 //! - **int8 storage**: the keys and values of the attention (the largest activations after the
 //!   residual stream), whatever the q·kᵀ / attention·v modes.
-//! - **f32**: the residual stream, LayerNorm, softmax, GELU, the talking-heads mixes and the logits.
+//! - **f32**: the residual stream, LayerNorm, softmax, GELU (on a rational `erf`, see
+//!   `kernels::gelu::gelu_rational`), the talking-heads mixes and the logits.
 //!   Requantization is f32 (`(acc + bias) · (s_in · s_w[o])`, then round-half-even into int8), which
 //!   every supported target computes identically (no FMA contraction, no `std` math).
 //!

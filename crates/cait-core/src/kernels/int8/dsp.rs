@@ -1,15 +1,24 @@
-//! The Armv7E-M DSP-extension linear kernel (Cortex-M4/M7/M33 with DSP), behind the `arm-dsp`
+//! The Armv7E-M DSP-extension matmul kernel (Cortex-M4/M7/M33 with DSP), behind the `arm-dsp`
 //! feature: four int8 values are loaded as one word, `SXTB16` unpacks them into two pairs of
 //! sign-extended halfwords (bytes 0, 2 and, rotated, 1, 3), and `SMLAD` multiplies both halfword
 //! pairs and adds them to the accumulator in one instruction — two MACs per `SMLAD`, as CMSIS-NN's
-//! s8 kernels do. A 2 × 2 register tile reuses each unpacked word twice.
+//! s8 kernels do.
 //!
-//! The sums are the exact `i32` sums of [`super::generic`] (integer addition is associative and
-//! no sum can overflow, see [`super::MAX_REDUCTION`]), so the logits stay bit-identical to every
-//! other target; the firmware's `kernel_check` binary checks this kernel against the reference on
-//! the device itself.
+//! The inner loops are two small assembly routines, because they need all fourteen general
+//! registers and the compiler, short of registers, reloaded pointers from the stack (28
+//! instructions per 16 MACs where 22 suffice):
+//! - [`tile_2x2`]: two rows of `x` against two rows of `w`, each loaded word unpacked once and used
+//!   twice: 4 loads, 8 `SXTB16`, 8 `SMLAD` and the loop's 2 per 16 MACs (1.375 instructions/MAC);
+//! - [`tile_1x4`]: one row against four (a single query row, the class token): 5 loads, 10
+//!   `SXTB16`, 8 `SMLAD`, 2 per 16 MACs (1.56/MAC).
 //!
-//! This is the crate's only `unsafe`: three register-only instructions wrapped in safe functions.
+//! Rust handles the rest — the `k mod 4` tail, odd rows and columns — with the same instructions
+//! as register-only `asm!`. The sums are the exact `i32` sums of [`super::generic`] (integer
+//! addition is associative and no sum can overflow, see [`super::MAX_REDUCTION`]), so the logits
+//! stay bit-identical to every other target; the firmware's `kernel_check` binary checks this
+//! kernel against the reference on the device itself.
+//!
+//! This file is the crate's only `unsafe`.
 #![allow(unsafe_code)]
 
 use core::arch::asm;
@@ -56,80 +65,234 @@ fn word(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// See [`super::linear`].
-pub(crate) fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
-    if k == 0 {
+use super::Rows;
+
+// Both routines: AAPCS, r0 = first row of x, r1 = first row of w, r2 = words (k / 4, at least 1),
+// r3 = row stride in bytes (x and w alike for 2×2; w's for 1×4), [sp] = out (4 × i32). They read
+// exactly the rows' first 4·words bytes (unaligned word loads, which Armv7-M allows), write `out`
+// and nothing else.
+core::arch::global_asm!(
+    ".syntax unified",
+    ".thumb",
+    ".section .text.cait_smlad_2x2,\"ax\",%progbits",
+    ".global cait_smlad_2x2",
+    ".type cait_smlad_2x2,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "cait_smlad_2x2:",
+    "    push    {{r4-r11, lr}}",
+    "    ldr     r12, [sp, #36]",
+    "    push    {{r12}}",
+    "    subs    r3, r3, #4", // rows 1 are read after the post-increment
+    "    movs    r4, #0",
+    "    movs    r5, #0",
+    "    movs    r6, #0",
+    "    movs    r7, #0",
+    "1:",
+    "    ldr     r11, [r1], #4", // w0
+    "    ldr     r12, [r1, r3]", // w1
+    "    ldr     lr, [r0], #4",  // x0
+    "    sxtb16  r8, r11",
+    "    sxtb16  r11, r11, ror #8",
+    "    sxtb16  r9, r12",
+    "    sxtb16  r12, r12, ror #8",
+    "    sxtb16  r10, lr",
+    "    sxtb16  lr, lr, ror #8",
+    "    smlad   r4, r10, r8, r4", // x0·w0
+    "    smlad   r4, lr, r11, r4",
+    "    smlad   r5, r10, r9, r5", // x0·w1
+    "    smlad   r5, lr, r12, r5",
+    "    ldr     lr, [r0, r3]", // x1
+    "    sxtb16  r10, lr",
+    "    sxtb16  lr, lr, ror #8",
+    "    smlad   r6, r10, r8, r6", // x1·w0
+    "    smlad   r6, lr, r11, r6",
+    "    smlad   r7, r10, r9, r7", // x1·w1
+    "    smlad   r7, lr, r12, r7",
+    "    subs    r2, r2, #1",
+    "    bne     1b",
+    "    pop     {{r12}}",
+    "    stm     r12, {{r4-r7}}",
+    "    pop     {{r4-r11, pc}}",
+    ".size cait_smlad_2x2, . - cait_smlad_2x2",
+    "",
+    ".section .text.cait_smlad_1x4,\"ax\",%progbits",
+    ".global cait_smlad_1x4",
+    ".type cait_smlad_1x4,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "cait_smlad_1x4:",
+    "    push    {{r4-r11, lr}}",
+    "    ldr     r12, [sp, #36]",
+    "    push    {{r12}}",
+    "    add     r8, r1, r3, lsl #1", // w2
+    "    subs    r3, r3, #4",
+    "    movs    r4, #0",
+    "    movs    r5, #0",
+    "    movs    r6, #0",
+    "    movs    r7, #0",
+    "1:",
+    "    ldr     r10, [r0], #4", // x
+    "    sxtb16  r9, r10",
+    "    sxtb16  r10, r10, ror #8",
+    "    ldr     r11, [r1], #4", // w0
+    "    sxtb16  r12, r11",
+    "    sxtb16  r11, r11, ror #8",
+    "    smlad   r4, r9, r12, r4",
+    "    smlad   r4, r10, r11, r4",
+    "    ldr     r11, [r1, r3]", // w1
+    "    sxtb16  r12, r11",
+    "    sxtb16  r11, r11, ror #8",
+    "    smlad   r5, r9, r12, r5",
+    "    smlad   r5, r10, r11, r5",
+    "    ldr     r11, [r8], #4", // w2
+    "    sxtb16  r12, r11",
+    "    sxtb16  r11, r11, ror #8",
+    "    smlad   r6, r9, r12, r6",
+    "    smlad   r6, r10, r11, r6",
+    "    ldr     r11, [r8, r3]", // w3
+    "    sxtb16  r12, r11",
+    "    sxtb16  r11, r11, ror #8",
+    "    smlad   r7, r9, r12, r7",
+    "    smlad   r7, r10, r11, r7",
+    "    subs    r2, r2, #1",
+    "    bne     1b",
+    "    pop     {{r12}}",
+    "    stm     r12, {{r4-r7}}",
+    "    pop     {{r4-r11, pc}}",
+    ".size cait_smlad_1x4, . - cait_smlad_1x4",
+);
+
+unsafe extern "C" {
+    fn cait_smlad_2x2(x: *const i8, w: *const i8, words: usize, stride: usize, out: *mut i32);
+    fn cait_smlad_1x4(x: *const i8, w: *const i8, words: usize, stride: usize, out: *mut i32);
+}
+
+/// The sums of the first `4·words` values of rows `x0, x1` (`stride` apart) with rows `w0, w1`
+/// (`stride` apart): `[x0·w0, x0·w1, x1·w0, x1·w1]`.
+#[inline(always)]
+fn tile_2x2(x: Rows<'_>, t: usize, w: Rows<'_>, o: usize, words: usize) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    // Rows t + 1 and o + 1 exist and are whole (Rows only holds whole rows), `stride` after rows
+    // t and o, and every row is at least 4·words long: the routine's reads are in bounds.
+    let (x0, x1, w0, w1) = (x.row(t), x.row(t + 1), w.row(o), w.row(o + 1));
+    debug_assert!(x.stride() == w.stride() && 4 * words <= x0.len() && words > 0);
+    debug_assert!(x1.as_ptr() == x0.as_ptr().wrapping_add(x.stride()));
+    debug_assert!(w1.as_ptr() == w0.as_ptr().wrapping_add(w.stride()));
+    // SAFETY: see above; the routine writes the 4 words of `out` and saves what AAPCS requires.
+    unsafe {
+        cait_smlad_2x2(
+            x0.as_ptr(),
+            w0.as_ptr(),
+            words,
+            x.stride(),
+            out.as_mut_ptr(),
+        )
+    };
+    let _ = (x1, w1);
+    out
+}
+
+/// The sums of the first `4·words` values of row `x0` with rows `w0..w3` (`w.stride()` apart).
+#[inline(always)]
+fn tile_1x4(x0: &[i8], w: Rows<'_>, o: usize, words: usize) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    // Rows o..o + 4 exist and are whole, `stride` apart; x0 and each row hold ≥ 4·words values.
+    let (w0, w3) = (w.row(o), w.row(o + 3));
+    debug_assert!(4 * words <= x0.len() && words > 0);
+    debug_assert!(w3.as_ptr() == w0.as_ptr().wrapping_add(3 * w.stride()));
+    // SAFETY: see above.
+    unsafe {
+        cait_smlad_1x4(
+            x0.as_ptr(),
+            w0.as_ptr(),
+            words,
+            w.stride(),
+            out.as_mut_ptr(),
+        )
+    };
+    let _ = w3;
+    out
+}
+
+/// `Σ_{j ≥ from} a[j] · b[j]` over the tail the word loops leave.
+#[inline(always)]
+fn tail(a: &[i8], b: &[i8], from: usize) -> i32 {
+    let mut acc = 0i32;
+    for (&p, &q) in a[from..].iter().zip(&b[from..]) {
+        acc += i32::from(p) * i32::from(q);
+    }
+    acc
+}
+
+/// See [`super::matmul`].
+pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    let k = x.k();
+    if k == 0 || w.k() != k {
         return;
     }
-    let x: &[u8] = bytemuck::cast_slice(x);
-    let w: &[u8] = bytemuck::cast_slice(w);
-    let (rows, outs) = (x.len() / k, w.len() / k);
+    let words = k / 4;
+    let n = 4 * words;
+    let (rows, outs) = (x.count(), w.count());
     let mut t = 0;
-    while t + 2 <= rows {
-        let (x0, x1) = (row(x, k, t), row(x, k, t + 1));
+    // Row pairs against column pairs where both operands have the same row stride (linear layers).
+    if words > 0 && x.stride() == w.stride() {
+        while t + 2 <= rows {
+            let (x0, x1) = (x.row(t), x.row(t + 1));
+            let mut o = 0;
+            while o + 2 <= outs {
+                let [mut a00, mut a01, mut a10, mut a11] = tile_2x2(x, t, w, o, words);
+                if n < k {
+                    let (w0, w1) = (w.row(o), w.row(o + 1));
+                    a00 += tail(x0, w0, n);
+                    a01 += tail(x0, w1, n);
+                    a10 += tail(x1, w0, n);
+                    a11 += tail(x1, w1, n);
+                }
+                emit(t, o, a00);
+                emit(t, o + 1, a01);
+                emit(t + 1, o, a10);
+                emit(t + 1, o + 1, a11);
+                o += 2;
+            }
+            if o < outs {
+                let w0 = w.row(o);
+                emit(t, o, dot(x0, w0));
+                emit(t + 1, o, dot(x1, w0));
+            }
+            t += 2;
+        }
+    }
+    // Single rows: four columns at a time.
+    while t < rows {
+        let x0 = x.row(t);
         let mut o = 0;
-        while o + 2 <= outs {
-            let [a00, a01, a10, a11] = tile(x0, x1, row(w, k, o), row(w, k, o + 1));
-            emit(t, o, a00);
-            emit(t, o + 1, a01);
-            emit(t + 1, o, a10);
-            emit(t + 1, o + 1, a11);
-            o += 2;
+        if words > 0 {
+            while o + 4 <= outs {
+                let mut acc = tile_1x4(x0, w, o, words);
+                if n < k {
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a += tail(x0, w.row(o + c), n);
+                    }
+                }
+                for (c, a) in acc.into_iter().enumerate() {
+                    emit(t, o + c, a);
+                }
+                o += 4;
+            }
         }
-        if o < outs {
-            emit(t, o, dot(x0, row(w, k, o)));
-            emit(t + 1, o, dot(x1, row(w, k, o)));
+        while o < outs {
+            emit(t, o, dot(x0, w.row(o)));
+            o += 1;
         }
-        t += 2;
+        t += 1;
     }
-    if t < rows {
-        let x0 = row(x, k, t);
-        for o in 0..outs {
-            emit(t, o, dot(x0, row(w, k, o)));
-        }
-    }
-}
-
-/// Row `i` of a `k`-wide matrix.
-#[inline(always)]
-fn row(m: &[u8], k: usize, i: usize) -> &[u8] {
-    &m[i * k..(i + 1) * k]
-}
-
-/// The four dot products of rows `x0, x1` with rows `w0, w1` (all the same length).
-#[inline(always)]
-fn tile(x0: &[u8], x1: &[u8], w0: &[u8], w1: &[u8]) -> [i32; 4] {
-    let n = x0.len() / 4 * 4;
-    let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-    let words = x0[..n]
-        .chunks_exact(4)
-        .zip(x1[..n].chunks_exact(4))
-        .zip(w0[..n].chunks_exact(4).zip(w1[..n].chunks_exact(4)));
-    for ((c0, c1), (d0, d1)) in words {
-        let (p0, p1, q0, q1) = (word(c0), word(c1), word(d0), word(d1));
-        let (p0e, p0o) = (sxtb16(p0), sxtb16_ror8(p0));
-        let (p1e, p1o) = (sxtb16(p1), sxtb16_ror8(p1));
-        let (q0e, q0o) = (sxtb16(q0), sxtb16_ror8(q0));
-        let (q1e, q1o) = (sxtb16(q1), sxtb16_ror8(q1));
-        a00 = smlad(p0o, q0o, smlad(p0e, q0e, a00));
-        a01 = smlad(p0o, q1o, smlad(p0e, q1e, a01));
-        a10 = smlad(p1o, q0o, smlad(p1e, q0e, a10));
-        a11 = smlad(p1o, q1o, smlad(p1e, q1e, a11));
-    }
-    for j in n..x0.len() {
-        let (p0, p1) = (i32::from(x0[j] as i8), i32::from(x1[j] as i8));
-        let (q0, q1) = (i32::from(w0[j] as i8), i32::from(w1[j] as i8));
-        a00 += p0 * q0;
-        a01 += p0 * q1;
-        a10 += p1 * q0;
-        a11 += p1 * q1;
-    }
-    [a00, a01, a10, a11]
 }
 
 /// One dot product of two rows of the same length.
 #[inline(always)]
-fn dot(x: &[u8], w: &[u8]) -> i32 {
+fn dot(x: &[i8], w: &[i8]) -> i32 {
+    let (x, w): (&[u8], &[u8]) = (bytemuck::cast_slice(x), bytemuck::cast_slice(w));
     let n = x.len() / 4 * 4;
     let mut acc = 0i32;
     for (c, d) in x[..n].chunks_exact(4).zip(w[..n].chunks_exact(4)) {

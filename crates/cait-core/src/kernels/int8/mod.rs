@@ -1,10 +1,12 @@
 //! Integer kernels of int8 packs: `i8 × i8` products summed in `i32`.
 //!
 //! Integer sums are exact and associative, so any order, tiling or SIMD width gives the same bits on
-//! every target: kernels are free to be optimised per target. Each kernel exists as a plain
-//! [`generic`] reference (the specification) and as the optimised variant [`linear`] uses; a shared
-//! proptest suite (`kernel_tests!`) checks any variant against the reference, bit for bit — a
-//! Cortex-M DSP (SMLAD) variant plugs into the same suite.
+//! every target: kernels are free to be optimised per target. The one kernel, [`matmul`] over
+//! [`Rows`] (packed rows for the linear layers, a column block for an attention head), exists as a
+//! plain [`generic`] reference (the specification) and as the variant this target uses: the
+//! portable register-tiled one, or the Cortex-M DSP (SMLAD) one. A shared proptest suite
+//! (`kernel_tests!`) checks the host variants against the reference, bit for bit; the firmware's
+//! `kernel_check` binary does the same for the DSP variant on the device.
 //!
 //! No sum can overflow: a product of two int8 values is at most `2^14` in magnitude, and the engine
 //! refuses reductions longer than [`MAX_REDUCTION`] terms, so every `i32` sum stays below `2^31`.
@@ -19,19 +21,95 @@ pub(crate) mod tiled;
 /// Longest reduction an int8 kernel accepts: `MAX_REDUCTION · 2^14 < 2^31`.
 pub(crate) const MAX_REDUCTION: usize = (1 << 17) - 1;
 
-/// The linear kernel this target uses: `emit(t, o, Σ_j x[t·k + j] · w[o·k + j])` for every row `t`
-/// of `x` and row `o` of `w` (each `k` wide), in an unspecified order.
+/// `count` rows of `k` int8 values, row `i` at `data[i·stride..i·stride + k]`: the operands of
+/// [`matmul`]. Rows may be a column block of a wider matrix (one head of a `T × D` key matrix, say).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    data: &'a [i8],
+    k: usize,
+    stride: usize,
+    count: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// `data` as back-to-back rows of `k` values (a trailing partial row is ignored).
+    pub fn packed(data: &'a [i8], k: usize) -> Rows<'a> {
+        Rows {
+            data,
+            k,
+            stride: k.max(1),
+            count: data.len().checked_div(k).unwrap_or(0),
+        }
+    }
+
+    /// Up to `count` rows of `k` values, `stride` apart: as many as `data` holds whole.
+    pub fn strided(data: &'a [i8], k: usize, stride: usize, count: usize) -> Rows<'a> {
+        let stride = stride.max(1);
+        let fit = match data.len().checked_sub(k) {
+            Some(rest) => rest / stride + 1,
+            None => 0,
+        };
+        Rows {
+            data,
+            k,
+            stride,
+            count: count.min(fit),
+        }
+    }
+
+    /// Number of rows.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Values per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Distance between the starts of two rows.
+    #[cfg_attr(not(all(feature = "arm-dsp", target_arch = "arm")), allow(dead_code))]
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Row `i < count`.
+    #[inline(always)]
+    pub(crate) fn row(&self, i: usize) -> &'a [i8] {
+        &self.data[i * self.stride..i * self.stride + self.k]
+    }
+}
+
+/// The matmul kernel this target uses: `emit(t, o, Σ_j x_t[j] · w_o[j])` for every row `t` of `x`
+/// and row `o` of `w`, in an unspecified order. Nothing when the row widths differ or are 0.
+#[inline]
+pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    if x.k != w.k || x.k == 0 {
+        return;
+    }
+    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+    dsp::matmul(x, w, emit);
+    #[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
+    tiled::matmul(x, w, emit)
+}
+
+/// [`matmul`] on back-to-back rows of `k` values: a linear layer's `x · wᵀ`.
 #[inline]
 pub(crate) fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
-    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
-    dsp::linear(x, w, k, emit);
-    #[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
-    tiled::linear(x, w, k, emit)
+    matmul(Rows::packed(x, k), Rows::packed(w, k), emit)
 }
 
 /// `1.5 · 2^23`: adding and subtracting it rounds an f32 of magnitude below `2^22` to the nearest
 /// integer, ties to even, on every IEEE 754 target (no `round` from `std`, no FPU rounding modes).
 const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `v` clamped to `[lo, hi]` (`lo ≤ hi`), NaN to `lo`. Plain comparisons: on Armv7E-M, whose FPU
+/// has no VMAXNM/VMINNM, `f32::max`/`min` are library calls (`fmaxf`, `fminf`).
+#[inline(always)]
+pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v >= lo { v } else { lo };
+    if v <= hi { v } else { hi }
+}
 
 /// Round-to-nearest-even of `v`, `|v| <= 2^22`.
 #[inline(always)]
@@ -84,8 +162,7 @@ impl ActQuant {
     /// to -128.
     #[inline(always)]
     pub(crate) fn quantize(&self, x: f32) -> i8 {
-        // max/min return the non-NaN operand, so NaN becomes `lo`.
-        let v = (x * self.inv).max(self.lo).min(self.hi);
+        let v = clamp(x * self.inv, self.lo, self.hi);
         (round_even(v) as i32 + self.zero_point) as i8
     }
 
@@ -105,15 +182,16 @@ macro_rules! kernel_tests {
         mod $name {
             use super::super::generic;
 
+            use super::super::Rows;
+
             fn run(
-                x: &[i8],
-                w: &[i8],
-                k: usize,
-                f: impl Fn(&[i8], &[i8], usize, &mut dyn FnMut(usize, usize, i32)),
+                x: Rows<'_>,
+                w: Rows<'_>,
+                f: impl Fn(Rows<'_>, Rows<'_>, &mut dyn FnMut(usize, usize, i32)),
             ) -> Vec<Option<i32>> {
-                let (rows, m) = (x.len() / k, w.len() / k);
+                let (rows, m) = (x.count(), w.count());
                 let mut out = vec![None; rows * m];
-                f(x, w, k, &mut |t, o, acc| {
+                f(x, w, &mut |t, o, acc| {
                     assert!(out[t * m + o].is_none(), "({t}, {o}) emitted twice");
                     out[t * m + o] = Some(acc);
                 });
@@ -126,6 +204,8 @@ macro_rules! kernel_tests {
                     rows in 1usize..12,
                     m in 1usize..12,
                     k in 1usize..80,
+                    x_pad in 0usize..9,
+                    w_pad in 0usize..9,
                     seed in proptest::prelude::any::<u64>(),
                     extreme in proptest::bool::ANY,
                 ) {
@@ -137,10 +217,14 @@ macro_rules! kernel_tests {
                         // Sometimes only the extremes -128/127, the largest products and sums.
                         if extreme { if s & 1 == 0 { -128 } else { 127 } } else { (s >> 24) as i8 }
                     };
-                    let x: Vec<i8> = (0..rows * k).map(|_| next()).collect();
-                    let w: Vec<i8> = (0..m * k).map(|_| next()).collect();
-                    let want = run(&x, &w, k, |x, w, k, e| generic::linear(x, w, k, &mut |t, o, a| e(t, o, a)));
-                    let got = run(&x, &w, k, |x, w, k, e| $kernel(x, w, k, &mut |t, o, a| e(t, o, a)));
+                    // Rows `k + pad` apart: a column block of a wider matrix (pad 0: packed).
+                    let (xs, ws) = (k + x_pad, k + w_pad);
+                    let x: Vec<i8> = (0..rows * xs).map(|_| next()).collect();
+                    let w: Vec<i8> = (0..m * ws).map(|_| next()).collect();
+                    let (x, w) = (Rows::strided(&x, k, xs, rows), Rows::strided(&w, k, ws, m));
+                    proptest::prop_assert_eq!((x.count(), w.count()), (rows, m));
+                    let want = run(x, w, |x, w, e| generic::matmul(x, w, &mut |t, o, a| e(t, o, a)));
+                    let got = run(x, w, |x, w, e| $kernel(x, w, &mut |t, o, a| e(t, o, a)));
                     proptest::prop_assert!(want.iter().all(|v| v.is_some()));
                     proptest::prop_assert_eq!(got, want);
                 }
@@ -151,7 +235,8 @@ macro_rules! kernel_tests {
             fn longest_reduction_does_not_overflow() {
                 let k = super::super::MAX_REDUCTION;
                 let x = vec![-128i8; k];
-                let got = run(&x, &x, k, |x, w, k, e| $kernel(x, w, k, &mut |t, o, a| e(t, o, a)));
+                let x = Rows::packed(&x, k);
+                let got = run(x, x, |x, w, e| $kernel(x, w, &mut |t, o, a| e(t, o, a)));
                 assert_eq!(got, vec![Some((k as i32) * 16384)]);
             }
         }
@@ -162,8 +247,20 @@ macro_rules! kernel_tests {
 mod tests {
     use super::*;
 
-    kernel_tests!(tiled_kernel, super::super::tiled::linear);
-    kernel_tests!(selected_kernel, super::super::linear);
+    kernel_tests!(tiled_kernel, super::super::tiled::matmul);
+    kernel_tests!(selected_kernel, super::super::matmul);
+
+    #[test]
+    fn rows_hold_only_whole_rows() {
+        let data = [0i8; 10];
+        assert_eq!(Rows::packed(&data, 3).count(), 3);
+        assert_eq!(Rows::packed(&data, 0).count(), 0);
+        // Rows 0..3 start at 0, 4, 8: the third would end at 11 > 10.
+        assert_eq!(Rows::strided(&data, 3, 4, 5).count(), 2);
+        assert_eq!(Rows::strided(&data, 2, 4, 5).count(), 3);
+        assert_eq!(Rows::strided(&data, 11, 1, 5).count(), 0);
+        assert_eq!(Rows::strided(&data, 2, 4, 1).row(0).len(), 2);
+    }
 
     #[test]
     fn quantize_rounds_half_to_even_and_clamps() {

@@ -10,36 +10,36 @@ const ROWS: usize = 4;
 /// Weight rows per register tile.
 const COLS: usize = 2;
 
-/// See [`super::linear`].
-pub(crate) fn linear(x: &[i8], w: &[i8], k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
-    if k == 0 {
+use super::Rows;
+
+/// See [`super::matmul`].
+pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    let k = x.k();
+    if k == 0 || w.k() != k {
         return;
     }
-    let mut xs = x.chunks_exact(ROWS * k);
     let mut t = 0;
-    for xb in &mut xs {
-        rows::<ROWS>(xb, w, k, t, emit);
+    while t + ROWS <= x.count() {
+        rows::<ROWS>(core::array::from_fn(|r| x.row(t + r)), w, t, emit);
         t += ROWS;
     }
-    for xb in xs.remainder().chunks_exact(k) {
-        rows::<1>(xb, w, k, t, emit);
+    while t < x.count() {
+        rows::<1>([x.row(t)], w, t, emit);
         t += 1;
     }
 }
 
 #[inline(always)]
 fn rows<const R: usize>(
-    x: &[i8],
-    w: &[i8],
-    k: usize,
+    xr: [&[i8]; R],
+    w: Rows<'_>,
     t: usize,
     emit: &mut impl FnMut(usize, usize, i32),
 ) {
-    let xr: [&[i8]; R] = core::array::from_fn(|r| &x[r * k..(r + 1) * k]);
-    let mut wc = w.chunks_exact(COLS * k);
+    let k = w.k();
     let mut o = 0;
-    for wb in &mut wc {
-        let wr: [&[i8]; COLS] = core::array::from_fn(|c| &wb[c * k..(c + 1) * k]);
+    while o + COLS <= w.count() {
+        let wr: [&[i8]; COLS] = core::array::from_fn(|c| w.row(o + c));
         let acc = tile::<R, COLS>(&xr, &wr, k);
         for (r, row) in acc.iter().enumerate() {
             for (c, &a) in row.iter().enumerate() {
@@ -48,8 +48,8 @@ fn rows<const R: usize>(
         }
         o += COLS;
     }
-    for wrow in wc.remainder().chunks_exact(k) {
-        let acc = tile::<R, 1>(&xr, &[wrow], k);
+    while o < w.count() {
+        let acc = tile::<R, 1>(&xr, &[w.row(o)], k);
         for (r, row) in acc.iter().enumerate() {
             emit(t + r, o, row[0]);
         }

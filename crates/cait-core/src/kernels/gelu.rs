@@ -35,8 +35,7 @@ const ERF_Q: [f32; 6] = [
 /// in about 25 plain f32 operations (Horner, one division, no table) — a few times cheaper
 /// than `libm::erff` on a Cortex-M4, whose FPU has no exp.
 #[inline(always)]
-fn erf_rational(x: f32) -> f32 {
-    let t = crate::kernels::int8::clamp(x, -ERF_CLAMP, ERF_CLAMP);
+fn erf_rational(t: f32) -> f32 {
     let t2 = t * t;
     let mut num = ERF_P[5];
     let mut den = ERF_Q[5];
@@ -44,8 +43,9 @@ fn erf_rational(x: f32) -> f32 {
         num = num * t2 + ERF_P[i];
         den = den * t2 + ERF_Q[i];
     }
-    // Exactly ±1 from the clamp on (the fit is an ulp short there), so GELU is exactly 0 or x.
-    if x.abs() >= ERF_CLAMP {
+    // Exactly ±1 from the clamp on (the fit is an ulp short there), so GELU is exactly 0 or x;
+    // the fraction, which overflows for large |t|, is not used there.
+    if t.abs() >= ERF_CLAMP {
         t.signum()
     } else {
         t * num / den

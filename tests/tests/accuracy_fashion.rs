@@ -17,6 +17,7 @@ use cait_pack::Pack;
 use cait_quant::data::{self, DataOptions, Dataset, Split};
 use cait_quant::quantize::{self, Int8Options, Silent};
 use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_tests::argmax;
 
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -66,16 +67,6 @@ fn reference_logits(ckpt: &Checkpoint, data: &Dataset) -> Vec<Vec<f32>> {
         .chunks_exact(classes)
         .map(|r| r.to_vec())
         .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 struct Scores {

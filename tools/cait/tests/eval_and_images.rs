@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cait_tests::synth;
+use cait_tests::{argmax, synth};
 
 fn cait(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_cait"))
@@ -24,16 +24,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// With timm's own predictions as labels the model must score 100% top-1, and the saved logits

@@ -1,3 +1,4 @@
+pub mod family;
 pub mod synth;
 
 /// Index of the largest value, the first of equals (how `cait classify` ranks).

@@ -422,10 +422,14 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Writes the state dict as `path` (safetensors, F32, timm key names).
 pub fn write_safetensors(spec: &SynthSpec, path: &Path) -> io::Result<()> {
-    let sd = state_dict(spec);
+    write_state_dict(&state_dict(spec), path)
+}
+
+/// Writes a state dict `(name, shape, values)` as `path` (safetensors, F32).
+pub fn write_state_dict(sd: &[(String, Vec<usize>, Vec<f32>)], path: &Path) -> io::Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sd
-        .into_iter()
-        .map(|(n, s, v)| (n, s, f32_bytes(&v)))
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), f32_bytes(v)))
         .collect();
     let views = bytes
         .iter()

@@ -165,7 +165,8 @@ fn pack_sizes_and_int8_workspace() {
         let fx = load(name);
         let f32_bytes = tensor_bytes(&write_pack_f32(&fx.ckpt).unwrap());
         let f16 = quantize::quantize_f16(&fx.ckpt, None, 2, &Silent).unwrap();
-        // Sizes do not depend on the calibration: two images, no choices measured.
+        // Sizes do not depend on the calibration: the fewest images the held-out split takes
+        // (8: 4 fit, 2 select, 2 report), no choices measured.
         let opts = Int8Options {
             method: Some(CalibMethod::MinMax),
             smoothing: Some(Smoothing::Off),
@@ -173,7 +174,7 @@ fn pack_sizes_and_int8_workspace() {
             av: Some(AttnMode::Int8),
             ..Int8Options::default()
         };
-        let data = calibration(&fx.spec, 2, "calibration");
+        let data = calibration(&fx.spec, 8, "calibration");
         let q = quantize::quantize_int8(&fx.ckpt, &data, &opts, &Silent).unwrap();
         let (r16, r8) = (
             f16.bytes.len() as f64 / f32_bytes as f64,

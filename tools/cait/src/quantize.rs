@@ -50,17 +50,28 @@ pub struct Args {
     #[arg(long, short = 'p', value_enum)]
     precision: PrecisionArg,
     /// Calibration data (required for int8; optional for f16, where it feeds --report): a .npy
-    /// batch, an image folder, or a Fashion-MNIST IDX folder (its training split).
+    /// batch, an image folder, or a Fashion-MNIST IDX folder (its training split). int8 splits it
+    /// round-robin: half fits the activation ranges, a quarter chooses among the candidates, a
+    /// quarter is held out for the figures it reports (see --holdout).
     #[arg(long, value_name = "DATA")]
     calib: Option<PathBuf>,
     /// Calibration images to use (the first N).
     #[arg(long, value_name = "N", default_value_t = 128)]
     calib_count: usize,
+    /// int8: images from the same distribution, never used for fitting: the candidates are
+    /// compared on half of them and the reported figures measured on the other half, and every
+    /// --calib image fits the ranges. A .npy batch, an image folder, or a Fashion-MNIST IDX folder
+    /// (its test split).
+    #[arg(long, value_name = "DATA")]
+    holdout: Option<PathBuf>,
+    /// Hold-out images to use (the first N).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    holdout_count: usize,
     /// Where to write the pack.
     #[arg(long, short = 'o', value_name = "OUT.cait")]
     output: PathBuf,
     /// Print what quantization cost, layer by layer (SQNR of weights and activations against
-    /// the float model on the calibration set, logit SQNR, top-1 agreement).
+    /// the float model, logit SQNR, top-1 agreement), measured on held-out images only.
     #[arg(long)]
     report: bool,
     /// Print the summary (and the report) as one JSON object.
@@ -79,7 +90,7 @@ pub struct Args {
     /// int8: attention·v in int8 or f32.
     #[arg(long, value_enum, default_value_t = AttnArg::Auto)]
     av: AttnArg,
-    /// int8: calibration images the candidate choices are compared on (0 = all).
+    /// int8: at most N held-out images compare the candidate choices (0 = every selection image).
     #[arg(long, value_name = "N", default_value_t = 64)]
     select_count: usize,
     /// Worker threads (default: all cores).
@@ -147,6 +158,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.calib_count == 0 {
         bail!("--calib-count 0: the calibration set would be empty");
     }
+    if args.holdout.is_some() && args.precision != PrecisionArg::Int8 {
+        bail!("--holdout is only used by int8 quantization (f16 and f32 fit nothing)");
+    }
+    if args.holdout_count == 0 {
+        bail!("--holdout-count 0: the hold-out set would be empty");
+    }
     let loaded = load_path(&args.checkpoint, parse_pool(args.global_pool.as_deref())?)?;
     let Some(ckpt) = loaded.checkpoint() else {
         bail!(
@@ -170,6 +187,19 @@ pub fn run(args: Args) -> Result<()> {
             Some(set)
         }
     };
+    let holdout = match &args.holdout {
+        None => None,
+        Some(path) => {
+            let opts = DataOptions {
+                split: Split::Test,
+                labels: None,
+                limit: Some(args.holdout_count),
+            };
+            let set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
+                .with_context(|| format!("hold-out data {}", path.display()))?;
+            Some(set)
+        }
+    };
     let bars = Bars(Mutex::new(None));
     let (bytes, report) = match args.precision {
         PrecisionArg::F32 => (loaded.bytes().to_vec(), None),
@@ -190,6 +220,7 @@ pub fn run(args: Args) -> Result<()> {
                 qk: attn(args.qk),
                 av: attn(args.av),
                 select_images: args.select_count,
+                holdout,
                 threads,
                 report: args.report,
                 calib_source: args
@@ -223,6 +254,9 @@ pub fn run(args: Args) -> Result<()> {
         });
         if let Some(r) = &report {
             v["report"] = r.to_json();
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -237,6 +271,20 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(r) = &report {
             for ch in &r.choices {
                 eprintln!("  {}: {} ({})", ch.name, ch.chosen, ch.reason);
+            }
+            if r.fit_images > 0
+                && let (Some(sqnr), Some(agree)) = (r.logit_sqnr_db, r.top1_agreement)
+            {
+                eprintln!(
+                    "  held out: logit SQNR {sqnr:.2} dB, top-1 agreement {:.1}% against the float model on {} images (ranges fitted on {}, choices made on {} others)",
+                    100.0 * agree,
+                    r.images,
+                    r.fit_images,
+                    r.select_images
+                );
+            }
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
             }
             if args.report {
                 print!("{}", r.to_table());

@@ -43,7 +43,11 @@ fn int8_pack_with_report_inspect_eval_and_classify() {
     assert_eq!(v["precision"], "int8");
     assert_eq!(v["pack_bytes"], std::fs::metadata(&pack).unwrap().len());
     let r = &v["report"];
-    assert_eq!(r["images"], 24);
+    // 24 images dealt round-robin: 12 fit the ranges, 6 choose, 6 are held out for the figures.
+    assert_eq!(
+        (&r["fit_images"], &r["select_images"], &r["images"]),
+        (&12.into(), &6.into(), &6.into())
+    );
     let choices: Vec<&str> = r["choices"]
         .as_array()
         .unwrap()
@@ -321,4 +325,109 @@ fn non_finite_weights_are_refused() {
         assert_error(&out, &["nan.safetensors", name, "NaN"]);
     }
     assert!(!out_path.exists());
+}
+
+/// `--holdout`: every calibration image fits, the hold-out images choose and report; the summary
+/// says on how many; wrong hold-out data and too few images are one-line errors.
+#[test]
+fn int8_with_a_holdout_set_and_too_few_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = calibration(tmp.path(), 8, 3, 32);
+    let holdout = tmp.path().join("holdout.npy");
+    let shape = [10, 3, 32, 32];
+    let data = synth::tensor(4242, "holdout", &shape, synth::Kind::Input);
+    cait_quant::npy::write_f32(&holdout, &shape, &data).unwrap();
+    let ckpt = tiny().join("model.safetensors");
+    let pack = tmp.path().join("h.cait");
+    let args = |extra: &[&'static str]| {
+        let mut a: Vec<String> = [
+            "quantize",
+            p(&ckpt),
+            "--precision",
+            "int8",
+            "--calib",
+            p(&calib),
+            "-o",
+            p(&pack),
+            "--method",
+            "minmax",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    fn refs(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    let with = |extra: &[&'static str], holdout: &Path| {
+        let mut a = args(extra);
+        a.extend(["--holdout".to_string(), p(holdout).to_string()]);
+        a
+    };
+    let out = ok(&refs(&with(&["--json"], &holdout)));
+    let r = &json(&out)["report"];
+    assert_eq!(
+        (&r["fit_images"], &r["select_images"], &r["images"]),
+        (&8.into(), &5.into(), &5.into())
+    );
+    assert!(r["logit_sqnr_db"].as_f64().unwrap() > 20.0);
+    // 5 report images: the figures come with a warning on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: the held-out figures rest on 5 image(s)"),
+        "{err}"
+    );
+    // The summary line states the held-out figure and its image counts.
+    let out = ok(&refs(&with(&[], &holdout)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("held out: logit SQNR")
+            && err.contains("on 5 images (ranges fitted on 8, choices made on 5 others)"),
+        "{err}"
+    );
+    let meta = json(&ok(&["inspect", "--json", p(&pack)]))["metadata"].clone();
+    assert!(
+        meta["quant.held_out"]
+            .as_str()
+            .unwrap()
+            .ends_with("on 5 held-out images")
+    );
+
+    // A hold-out set of the wrong shape; one too small to split; a calibration set too small.
+    let gray = calibration(tmp.path(), 4, 1, 32);
+    assert_error(
+        &cait(&refs(&with(&[], &gray))),
+        &[
+            "hold-out data",
+            "calib_4x1x32.npy",
+            "[4, 1, 32, 32]",
+            "[3, 32, 32]",
+        ],
+    );
+    let three = calibration(tmp.path(), 3, 3, 32);
+    assert_error(
+        &cait(&refs(&with(&[], &three))),
+        &["too few", "select 2, report 1", "--holdout with at least 4"],
+    );
+    assert_error(
+        &cait(&refs(&args(&["--calib-count", "6"]))),
+        &[
+            "6 calibration images are too few",
+            "give at least 8 calibration images",
+        ],
+    );
+    // --holdout is an int8 option.
+    let f16 = [
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "f16",
+        "--holdout",
+        p(&holdout),
+        "-o",
+        p(&pack),
+    ];
+    assert_error(&cait(&f16), &["--holdout is only used by int8"]);
 }

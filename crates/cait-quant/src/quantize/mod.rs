@@ -1,16 +1,20 @@
 //! Quantization: checkpoint → f16 or int8 pack, with calibration and an error report.
 //!
-//! int8 ([`quantize_int8`]):
-//! 1. run the float (f32) engine over the calibration images with a probe, recording every
-//!    quantized activation's range, the per-channel ranges of LayerNorm outputs, and the logits;
-//! 2. for each per-channel smoothing candidate, derive the smoothing factors and histogram every
-//!    activation (a second float pass);
-//! 3. for each calibration method × smoothing candidate, build the int8 pack and run the **int8
-//!    engine** on the calibration images: keep the best end-to-end logit SQNR against the float
-//!    logits (the measured choice is recorded in the pack);
+//! int8 ([`quantize_int8`]) never judges on what it fitted: the images are split into a fit, a
+//! select and a report part (see [`split`]; or `--holdout` gives select and report), and
+//! 1. the float (f32) engine runs over the **fit** images with a probe, recording every quantized
+//!    activation's range and the per-channel ranges of LayerNorm outputs;
+//! 2. for each per-channel smoothing candidate, the smoothing factors are derived — from those
+//!    ranges where every channel was seen often enough ([`MIN_CHANNEL_SAMPLES`]), else from the
+//!    LayerNorm's own affine parameters, which generalise to any image — and every activation is
+//!    histogrammed (a second float pass over the fit images);
+//! 3. for each calibration method × smoothing candidate, the int8 pack is built and the **int8
+//!    engine** runs on the **select** images: the best end-to-end logit SQNR against the float
+//!    logits is kept (the measured choice is recorded in the pack);
 //! 4. likewise for q·kᵀ and attention·v in int8 or f32;
-//! 5. optionally, the per-layer report: both engines on every calibration image, activation by
-//!    activation.
+//! 5. the chosen pack runs on the **report** images: its logit SQNR and top-1 agreement there go
+//!    into the summary and the pack's metadata; optionally the per-layer report measures both
+//!    engines on them, activation by activation.
 //!
 //! Everything measured runs through the same engine the device runs, so the numbers are the
 //! pack's, not a simulation's.
@@ -19,6 +23,7 @@ mod calib;
 mod int8;
 mod observe;
 mod report;
+pub mod split;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +40,7 @@ use crate::{Checkpoint, ImportError};
 use calib::ActParams;
 use int8::{Plan, Smooth};
 use observe::{
-    Comparer, Energy, HistPlan, HistProbe, PackBuf, Recorder, Runner, StatsProbe, argmax,
+    Comparer, Energy, HistPlan, HistProbe, PackBuf, Recorder, Runner, StatsProbe, TapStats, argmax,
     is_layer_norm, is_symmetric, parallel,
 };
 
@@ -130,8 +135,11 @@ pub struct Int8Options {
     pub qk: Option<AttnMode>,
     /// Attention·v.
     pub av: Option<AttnMode>,
-    /// Calibration images the candidates are compared on (the first ones; 0 = all).
+    /// At most this many selection images compare the candidates (0 = the whole select part).
     pub select_images: usize,
+    /// Images from the same distribution as the calibration set, to select and report on instead
+    /// of a part of the calibration images (see [`split`]).
+    pub holdout: Option<Dataset>,
     /// Worker threads.
     pub threads: usize,
     /// Also measure the per-layer report (another float and int8 pass over every image).
@@ -148,6 +156,7 @@ impl Default for Int8Options {
             qk: None,
             av: None,
             select_images: 64,
+            holdout: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             report: false,
             calib_source: String::new(),
@@ -199,6 +208,29 @@ pub enum QuantError {
         /// Image index.
         image: usize,
     },
+    /// Too few images to fit, select and report on disjoint images.
+    TooFewImages {
+        /// Calibration images given.
+        calibration: usize,
+        /// Hold-out images given, if any.
+        holdout: Option<usize>,
+        /// Images in the fit, select and report parts.
+        parts: [usize; 3],
+    },
+    /// The hold-out set holds no images.
+    EmptyHoldout,
+    /// The hold-out images do not have the model's input shape.
+    HoldoutShape {
+        /// `[C, H, W]` of the images.
+        found: [usize; 3],
+        /// `[C, H, W]` the model takes.
+        expected: [usize; 3],
+    },
+    /// The hold-out images hold NaN or infinite values.
+    HoldoutNotFinite {
+        /// Image index.
+        image: usize,
+    },
     /// The engine refused the pack or an input.
     Engine(cait_core::Error),
     /// A bug: the quantizer built something inconsistent.
@@ -216,6 +248,34 @@ impl fmt::Display for QuantError {
             ),
             QuantError::CalibrationNotFinite { image } => {
                 write!(f, "calibration image {image} holds NaN or infinite values")
+            }
+            QuantError::TooFewImages {
+                calibration,
+                holdout,
+                parts,
+            } => {
+                let given = match holdout {
+                    None => format!("{calibration} calibration images"),
+                    Some(h) => format!("{calibration} calibration and {h} hold-out images"),
+                };
+                write!(
+                    f,
+                    "{given} are too few to fit, select and report on different images (fit {}, select {}, report {}; each needs at least {}): give at least {} calibration images, or --holdout with at least {}",
+                    parts[0],
+                    parts[1],
+                    parts[2],
+                    split::MIN_PART_IMAGES,
+                    4 * split::MIN_PART_IMAGES,
+                    2 * split::MIN_PART_IMAGES
+                )
+            }
+            QuantError::EmptyHoldout => f.write_str("the hold-out set holds no images"),
+            QuantError::HoldoutShape { found, expected } => write!(
+                f,
+                "hold-out images are {found:?} (C, H, W) but the model takes {expected:?}"
+            ),
+            QuantError::HoldoutNotFinite { image } => {
+                write!(f, "hold-out image {image} holds NaN or infinite values")
             }
             QuantError::Engine(e) => write!(f, "engine: {e}"),
             QuantError::Internal(e) => write!(f, "internal error: {e}"),
@@ -237,6 +297,18 @@ impl From<ImportError> for QuantError {
     fn from(e: ImportError) -> Self {
         QuantError::Import(e)
     }
+}
+
+/// Refuses an empty, mis-shaped or non-finite hold-out set.
+fn check_holdout(ckpt: &Checkpoint, set: &Dataset) -> Result<(), QuantError> {
+    check_calibration(ckpt, set).map_err(|e| match e {
+        QuantError::EmptyCalibration => QuantError::EmptyHoldout,
+        QuantError::CalibrationShape { found, expected } => {
+            QuantError::HoldoutShape { found, expected }
+        }
+        QuantError::CalibrationNotFinite { image } => QuantError::HoldoutNotFinite { image },
+        other => other,
+    })
 }
 
 fn check_calibration(ckpt: &Checkpoint, calib: &Dataset) -> Result<(), QuantError> {
@@ -402,10 +474,13 @@ pub fn quantize_f16(
     let mut report = Report {
         precision: "f16".into(),
         images: 0,
+        fit_images: 0,
+        select_images: 0,
         layers: report::layers(&ckpt.config, &weights, &HashMap::new()),
         logit_sqnr_db: None,
         top1_agreement: None,
         choices: Vec::new(),
+        warnings: Vec::new(),
     };
     if let Some(calib) = calib {
         check_calibration(ckpt, calib)?;
@@ -441,14 +516,63 @@ fn consumers(tap: Tap) -> Vec<TensorId> {
     }
 }
 
-/// The smoothing of one LayerNorm output for `alpha`, from its per-channel calibration ranges and
-/// its consumers' column maxima.
-fn smoothing_factors(
-    ckpt: &Checkpoint,
-    tap: Tap,
-    channels: &[(f32, f32)],
-    alpha: f32,
-) -> Option<Smooth> {
+/// Fewest fit samples per channel (rows of a LayerNorm output) for per-channel smoothing factors
+/// from observed ranges. A channel's range over fewer values is the range of a handful of draws:
+/// the class-attention blocks' `norm2` and the final norm see one row per image, and factors fitted
+/// on 64 of them clip on the next image. Below this the factors come from the LayerNorm's affine
+/// parameters instead ([`affine_ranges`]).
+pub const MIN_CHANNEL_SAMPLES: usize = 1024;
+
+/// The LayerNorm (weight, bias) whose output a smoothing tap is.
+fn layer_norm_of(tap: Tap) -> Option<(TensorId, TensorId)> {
+    use BlockParam::*;
+    match (tap.site, tap.point) {
+        (Site::Block(i), Point::Norm1) => Some((
+            TensorId::Block(i, Norm1Weight),
+            TensorId::Block(i, Norm1Bias),
+        )),
+        (Site::Block(i), Point::Norm2) => Some((
+            TensorId::Block(i, Norm2Weight),
+            TensorId::Block(i, Norm2Bias),
+        )),
+        (Site::TokenBlock(i), Point::Norm1) => Some((
+            TensorId::TokenBlock(i, Norm1Weight),
+            TensorId::TokenBlock(i, Norm1Bias),
+        )),
+        (Site::TokenBlock(i), Point::Norm2) => Some((
+            TensorId::TokenBlock(i, Norm2Weight),
+            TensorId::TokenBlock(i, Norm2Bias),
+        )),
+        (Site::Head, Point::Input) => Some((TensorId::NormWeight, TensorId::NormBias)),
+        _ => None,
+    }
+}
+
+/// Per-channel ranges a LayerNorm output `γ·x̂ + β` takes when every normalised `x̂` lies in
+/// `[-1, 1]`: `β ± |γ|`. Only the channels' relative sizes and centres matter to smoothing (the
+/// factors are normalised), and these come from the weights, so they hold on any image.
+fn affine_ranges(ckpt: &Checkpoint, tap: Tap) -> Option<Vec<(f32, f32)>> {
+    let (w, b) = layer_norm_of(tap)?;
+    let (w, b) = (&ckpt.tensor(w)?.data, &ckpt.tensor(b)?.data);
+    Some(
+        w.iter()
+            .zip(b)
+            .map(|(&g, &m)| (m - g.abs(), m + g.abs()))
+            .collect(),
+    )
+}
+
+/// The smoothing of one LayerNorm output for `alpha`: from its per-channel fit ranges when each
+/// channel was seen at least [`MIN_CHANNEL_SAMPLES`] times, else from the LayerNorm's affine
+/// parameters; and its consumers' column maxima.
+fn smoothing_factors(ckpt: &Checkpoint, tap: Tap, stats: &TapStats, alpha: f32) -> Option<Smooth> {
+    let affine;
+    let channels: &[(f32, f32)] = if stats.rows >= MIN_CHANNEL_SAMPLES {
+        &stats.channels
+    } else {
+        affine = affine_ranges(ckpt, tap)?;
+        &affine
+    };
     let ids = consumers(tap);
     let d = channels.len();
     let mut wmax = vec![0.0f64; d];
@@ -493,7 +617,9 @@ fn smoothing_factors(
     })
 }
 
-/// Calibrates on `calib` and writes an int8 pack of `ckpt`; see the module docs.
+/// Calibrates on `calib` and writes an int8 pack of `ckpt`; see the module docs. The images are
+/// split as [`split`] documents (or `opts.holdout` selects and reports), so every figure the
+/// report and the pack state is measured on images the ranges were not fitted on.
 pub fn quantize_int8(
     ckpt: &Checkpoint,
     calib: &Dataset,
@@ -502,39 +628,38 @@ pub fn quantize_int8(
 ) -> Result<Quantized, QuantError> {
     crate::pack::check_tensors(ckpt)?;
     check_calibration(ckpt, calib)?;
+    if let Some(h) = &opts.holdout {
+        check_holdout(ckpt, h)?;
+    }
+    let parts = split::split(calib, opts.holdout.as_ref(), opts.select_images)?;
+    let (fit, select_set, report_set) = (&parts.fit, &parts.select, &parts.report);
     let cfg = ckpt.config;
     let threads = opts.threads.max(1);
-    let n = calib.n;
-    let select = if opts.select_images == 0 {
-        n
-    } else {
-        opts.select_images.min(n)
-    };
+    let select = select_set.n;
+    let mut warnings = Vec::new();
+    if report_set.n < split::FEW_REPORT_IMAGES {
+        warnings.push(format!(
+            "the held-out figures rest on {} image(s); give more calibration images (or --holdout) for figures that tell tenths of a dB apart",
+            report_set.n
+        ));
+    }
     let float = PackBuf::new(&crate::write_pack_f32(ckpt)?);
     let fm = float.model()?;
 
-    // Pass 1: ranges and float logits.
-    progress.begin("ranges", n as u64);
+    // Pass 1, fit images: ranges.
+    progress.begin("ranges", fit.n as u64);
     let states = parallel(
-        n,
+        fit.n,
         threads,
         progress,
-        || Ok((Runner::new(fm), StatsProbe::default(), Vec::new())),
-        |(runner, stats, out): &mut (Runner<'_>, StatsProbe, Vec<(usize, Vec<f32>)>), i| {
-            runner.run(calib.image(i), Some(stats))?;
-            out.push((i, runner.logits.clone()));
-            Ok(())
-        },
+        || Ok((Runner::new(fm), StatsProbe::default())),
+        |(runner, stats): &mut (Runner<'_>, StatsProbe), i| runner.run(fit.image(i), Some(stats)),
     )?;
     progress.end();
     let mut stats = StatsProbe::default();
-    let mut logits = Vec::new();
     for s in states {
         stats.merge(s.1);
-        logits.extend(s.2);
     }
-    logits.sort_by_key(|(i, _)| *i);
-    let float_logits: Vec<Vec<f32>> = logits.into_iter().map(|(_, l)| l).collect();
 
     // Smoothing candidates: factors per LayerNorm output.
     let smoothings: Vec<Smoothing> = match opts.smoothing {
@@ -549,14 +674,12 @@ pub fn quantize_int8(
                 .taps
                 .iter()
                 .filter(|(tap, _)| is_layer_norm(**tap))
-                .filter_map(|(tap, st)| {
-                    smoothing_factors(ckpt, *tap, &st.channels, *a).map(|f| (*tap, f))
-                })
+                .filter_map(|(tap, st)| smoothing_factors(ckpt, *tap, st, *a).map(|f| (*tap, f)))
                 .collect(),
         })
         .collect();
 
-    // Pass 2: histograms (LayerNorm outputs once per smoothing candidate).
+    // Pass 2, fit images: histograms (LayerNorm outputs once per smoothing candidate).
     let mut plans: HashMap<Tap, HistPlan> = HashMap::new();
     for (tap, st) in &stats.taps {
         let symmetric = is_symmetric(tap.point);
@@ -588,15 +711,13 @@ pub fn quantize_int8(
             },
         );
     }
-    progress.begin("histograms", n as u64);
+    progress.begin("histograms", fit.n as u64);
     let states = parallel(
-        n,
+        fit.n,
         threads,
         progress,
         || Ok((Runner::new(fm), HistProbe::new(&plans))),
-        |(runner, hist): &mut (Runner<'_>, HistProbe<'_>), i| {
-            runner.run(calib.image(i), Some(hist))
-        },
+        |(runner, hist): &mut (Runner<'_>, HistProbe<'_>), i| runner.run(fit.image(i), Some(hist)),
     )?;
     progress.end();
     let mut hists = HistProbe::new(&plans);
@@ -627,13 +748,11 @@ pub fn quantize_int8(
         out
     };
 
-    let select_set = Dataset {
-        images: calib.images[..select * calib.sample_len()].to_vec(),
-        labels: None,
-        n: select,
-        sample_shape: calib.sample_shape,
-        class_names: None,
-    };
+    // Float logits of the held-out parts.
+    progress.begin("float logits", (select + report_set.n) as u64);
+    let float_select = logits_of(&float, select_set, select, threads, progress)?;
+    let float_report = logits_of(&float, report_set, report_set.n, threads, progress)?;
+    progress.end();
     let evaluate = |acts: &HashMap<Tap, ActParams>,
                     smooth: &HashMap<Tap, Smooth>,
                     qk: AttnMode,
@@ -646,14 +765,8 @@ pub fn quantize_int8(
             av_int8: av == AttnMode::Int8,
         };
         let (bytes, _) = int8::build(ckpt, &plan, &[])?;
-        let got = logits_of(
-            &PackBuf::new(&bytes),
-            &select_set,
-            select,
-            threads,
-            progress,
-        )?;
-        Ok(agreement(&float_logits[..select], &got))
+        let got = logits_of(&PackBuf::new(&bytes), select_set, select, threads, progress)?;
+        Ok(agreement(&float_select, &got))
     };
 
     // Choices: method × smoothing (attention int8 unless given), then the attention modes.
@@ -680,7 +793,7 @@ pub fn quantize_int8(
         }
         progress.end();
     }
-    let selection = format!("int8 engine, {select} images");
+    let selection = format!("int8 engine, {select} held-out selection images");
     let pick = |fixed: bool| {
         if fixed {
             "given".to_string()
@@ -797,7 +910,29 @@ pub fn quantize_int8(
         },
     });
 
-    // The pack, with its record.
+    // The pack, measured on the report images, then written with its record.
+    let plan = Plan {
+        smooth,
+        acts: &acts,
+        qk_int8: qk == AttnMode::Int8,
+        av_int8: av == AttnMode::Int8,
+    };
+    let (unrecorded, _) = int8::build(ckpt, &plan, &[])?;
+    progress.begin("held-out logits", report_set.n as u64);
+    let held_out = logits_of(
+        &PackBuf::new(&unrecorded),
+        report_set,
+        report_set.n,
+        threads,
+        progress,
+    )?;
+    progress.end();
+    let (held_sqnr, held_agree) = agreement(&float_report, &held_out);
+    let source = if opts.calib_source.is_empty() {
+        String::new()
+    } else {
+        format!(" from {}", opts.calib_source)
+    };
     let mut metadata: Vec<(String, String)> = vec![
         ("quant.weights".into(), "int8 symmetric per output channel (max-abs scale), int32 bias".into()),
         (
@@ -810,11 +945,24 @@ pub fn quantize_int8(
         ("quant.smoothing".into(), smoothings[best_smooth].as_string()),
         (
             "quant.calibration_data".into(),
-            if opts.calib_source.is_empty() {
-                format!("{n} images")
-            } else {
-                format!("{n} images from {}", opts.calib_source)
+            match &opts.holdout {
+                None => format!(
+                    "{} images{source}: {} fitted the ranges, {select} chose, {} held out for the report",
+                    calib.n, fit.n, report_set.n
+                ),
+                Some(h) => format!(
+                    "{} images{source} fitted the ranges; of {} hold-out images, {select} chose and {} reported",
+                    calib.n, h.n, report_set.n
+                ),
             },
+        ),
+        (
+            "quant.held_out".into(),
+            format!(
+                "logit SQNR {held_sqnr:.2} dB, top-1 agreement {:.1}% against the float model on {} held-out images",
+                100.0 * held_agree,
+                report_set.n
+            ),
         ),
     ];
     for c in &choices {
@@ -834,37 +982,34 @@ pub fn quantize_int8(
             metadata.push((
                 format!("quant.measured.{}", c.name),
                 format!(
-                    "{} (logit SQNR, top-1 agreement on {select} calibration images)",
+                    "{} (logit SQNR, top-1 agreement on {select} held-out selection images)",
                     measured.join(", ")
                 ),
             ));
         }
     }
-    let plan = Plan {
-        smooth,
-        acts: &acts,
-        qk_int8: qk == AttnMode::Int8,
-        av_int8: av == AttnMode::Int8,
-    };
     let (bytes, weights) = int8::build(ckpt, &plan, &metadata)?;
     let mut report = Report {
         precision: "int8".into(),
-        images: select,
+        images: report_set.n,
+        fit_images: fit.n,
+        select_images: select,
         layers: report::layers(&cfg, &weights, &HashMap::new()),
-        logit_sqnr_db: None,
-        top1_agreement: None,
+        logit_sqnr_db: Some(held_sqnr),
+        top1_agreement: Some(held_agree),
         choices,
+        warnings,
     };
     if opts.report {
         let unsmooth: HashMap<Tap, (Vec<f32>, Vec<f32>)> = smooth
             .iter()
             .map(|(t, s)| (*t, (s.scale.clone(), s.shift.clone())))
             .collect();
-        progress.begin("measure", n as u64);
+        progress.begin("measure", report_set.n as u64);
         let quant = PackBuf::new(&bytes);
-        let (acts, sqnr, agree) = measure(&float, &quant, calib, &unsmooth, threads, progress)?;
+        let (acts, sqnr, agree) =
+            measure(&float, &quant, report_set, &unsmooth, threads, progress)?;
         progress.end();
-        report.images = n;
         report.layers = report::layers(&cfg, &weights, &acts);
         report.logit_sqnr_db = Some(sqnr);
         report.top1_agreement = Some(agree);

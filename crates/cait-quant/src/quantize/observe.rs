@@ -136,6 +136,8 @@ pub(crate) struct TapStats {
     pub(crate) max: f32,
     /// Per channel `(min, max)`, LayerNorm outputs only.
     pub(crate) channels: Vec<(f32, f32)>,
+    /// Rows observed (values per channel, for LayerNorm outputs).
+    pub(crate) rows: usize,
 }
 
 impl TapStats {
@@ -144,12 +146,14 @@ impl TapStats {
             min: f32::INFINITY,
             max: f32::NEG_INFINITY,
             channels: vec![(f32::INFINITY, f32::NEG_INFINITY); channels],
+            rows: 0,
         }
     }
 
     pub(crate) fn merge(&mut self, other: &TapStats) {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+        self.rows += other.rows;
         for (a, b) in self.channels.iter_mut().zip(&other.channels) {
             a.0 = a.0.min(b.0);
             a.1 = a.1.max(b.1);
@@ -173,6 +177,7 @@ impl Probe for StatsProbe {
             .taps
             .entry(tap)
             .or_insert_with(|| TapStats::new(if per_channel { width } else { 0 }));
+        s.rows += values.len().checked_div(width).unwrap_or(0);
         for i in 0..values.len() {
             let v = values.get(i);
             if !v.is_finite() {

@@ -50,8 +50,14 @@ pub struct LayerRow {
 pub struct Report {
     /// `int8` or `f16`.
     pub precision: String,
-    /// Calibration images the activations and logits were measured on.
+    /// Held-out images the logits (and the per-layer activations) were measured on: images the
+    /// ranges were not fitted on and the choices were not made on (f16: the calibration images,
+    /// nothing being fitted).
     pub images: usize,
+    /// Images the activation ranges and smoothing factors were fitted on (int8).
+    pub fit_images: usize,
+    /// Held-out images the choices were compared on (int8).
+    pub select_images: usize,
     /// Per-layer rows, in network order.
     pub layers: Vec<LayerRow>,
     /// End-to-end logit SQNR against the float model, dB (`None` without calibration data).
@@ -60,6 +66,8 @@ pub struct Report {
     pub top1_agreement: Option<f64>,
     /// The choices made and their measurements.
     pub choices: Vec<Choice>,
+    /// What the user should know about these figures (too few held-out images ...).
+    pub warnings: Vec<String>,
 }
 
 fn tap(site: Site, point: Point) -> Tap {
@@ -173,6 +181,9 @@ impl Report {
         json!({
             "precision": self.precision,
             "images": self.images,
+            "fit_images": self.fit_images,
+            "select_images": self.select_images,
+            "warnings": self.warnings,
             "logit_sqnr_db": self.logit_sqnr_db.map(db),
             "top1_agreement": self.top1_agreement,
             "layers": self.layers.iter().map(|l| json!({
@@ -196,11 +207,22 @@ impl Report {
     /// The report as a readable table.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{} quantization, measured against the float model on {} calibration image(s)",
-            self.precision, self.images
-        );
+        if self.fit_images > 0 {
+            let _ = writeln!(
+                s,
+                "{} quantization: ranges fitted on {} image(s), choices made on {} other(s), figures measured against the float model on {} held-out image(s)",
+                self.precision, self.fit_images, self.select_images, self.images
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{} quantization, measured against the float model on {} image(s)",
+                self.precision, self.images
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
         for c in &self.choices {
             let _ = writeln!(s, "  {:<12} {:<24} {}", c.name, c.chosen, c.reason);
             for k in &c.candidates {
@@ -232,7 +254,7 @@ impl Report {
         if let (Some(sqnr), Some(agree)) = (self.logit_sqnr_db, self.top1_agreement) {
             let _ = writeln!(
                 s,
-                "\n  logits: SQNR {} dB, top-1 agreement {:.2}% ({} images)",
+                "\n  logits: SQNR {} dB, top-1 agreement {:.2}% ({} held-out images)",
                 db_text(sqnr),
                 100.0 * agree,
                 self.images

@@ -273,13 +273,27 @@ fn automatic_choices_are_measured_and_recorded() {
     ] {
         assert!(meta.get(key).is_some_and(|v| v.contains("dB")), "{key}");
     }
+    // 16 images dealt round-robin: 8 fit, 4 select, 4 report; the record says so.
     assert_eq!(
         meta.get("quant.calibration_data"),
-        Some("16 images from random")
+        Some("16 images from random: 8 fitted the ranges, 4 chose, 4 held out for the report")
+    );
+    assert!(
+        meta.get("quant.held_out")
+            .is_some_and(|v| v.ends_with("on 4 held-out images"))
     );
     // The report: every linear layer's weights, every activation, the logits.
     let json = r.to_json();
-    assert_eq!(json["images"], 16);
+    assert_eq!(
+        (&json["images"], &json["fit_images"], &json["select_images"]),
+        (&4.into(), &8.into(), &4.into())
+    );
+    assert_eq!(
+        r.warnings.len(),
+        1,
+        "4 report images are few: {:?}",
+        r.warnings
+    );
     let layers = json["layers"].as_array().unwrap();
     let qkv = layers
         .iter()
@@ -376,6 +390,151 @@ fn bad_calibration_and_weights_are_refused() {
         assert!(
             matches!(&e, QuantError::Import(crate::ImportError::NonFinite { tensor, index: 4, .. }) if tensor == "blocks.1.mlp.fc2.weight"),
             "{e:?}"
+        );
+    }
+}
+
+/// With a hold-out set, every calibration image fits, the hold-out images select (even) and
+/// report (odd); the figures say so, and a wrong hold-out set is refused with its own error.
+#[test]
+fn a_holdout_set_selects_and_reports() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 11, &[]);
+    let calib = images(&cfg, 6, 7);
+    let opts = Int8Options {
+        holdout: Some(images(&cfg, 9, 8)),
+        calib_source: "random".into(),
+        ..fixed(CalibMethod::MinMax, Smoothing::Off)
+    };
+    let q = quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
+    let r = &q.report;
+    assert_eq!((r.fit_images, r.select_images, r.images), (6, 5, 4));
+    let pack = Pack::parse(&q.bytes).unwrap();
+    assert_eq!(
+        pack.metadata().get("quant.calibration_data"),
+        Some(
+            "6 images from random fitted the ranges; of 9 hold-out images, 5 chose and 4 reported"
+        )
+    );
+    // The held-out figure is the pack's own: its logits on the odd hold-out images.
+    let h = images(&cfg, 9, 8);
+    let odd = split::split(&calib, Some(&h), 0).unwrap().report;
+    let float = logits(&crate::write_pack_f32(&ckpt).unwrap(), &odd);
+    let (sqnr, agree) = agreement(&float, &logits(&q.bytes, &odd));
+    assert_eq!(r.logit_sqnr_db, Some(sqnr));
+    assert_eq!(r.top1_agreement, Some(agree));
+
+    let mut gray = images(&cfg, 4, 9);
+    gray.sample_shape = [1, 32, 32];
+    gray.images.truncate(4 * 32 * 32);
+    let mut nan = images(&cfg, 4, 9);
+    nan.images[3 * 3 * 32 * 32] = f32::INFINITY;
+    let run = |h: Dataset| {
+        let opts = Int8Options {
+            holdout: Some(h),
+            ..fixed(CalibMethod::MinMax, Smoothing::Off)
+        };
+        quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap_err()
+    };
+    let e = run(gray);
+    assert!(
+        matches!(
+            e,
+            QuantError::HoldoutShape {
+                found: [1, 32, 32],
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().starts_with("hold-out images are [1, 32, 32]"));
+    assert!(matches!(
+        run(nan),
+        QuantError::HoldoutNotFinite { image: 3 }
+    ));
+    let e = run(images(&cfg, 3, 9));
+    assert!(
+        matches!(
+            e,
+            QuantError::TooFewImages {
+                parts: [6, 2, 1],
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("--holdout with at least 4"), "{e}");
+}
+
+/// Too few calibration images for three disjoint parts is an error naming the counts, not a
+/// silent overfit.
+#[test]
+fn too_few_calibration_images_are_refused() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 12, &[]);
+    let e = quantize_int8(
+        &ckpt,
+        &images(&cfg, 6, 10),
+        &fixed(CalibMethod::MinMax, Smoothing::Off),
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        QuantError::TooFewImages {
+            parts: [4, 1, 1],
+            holdout: None,
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "6 calibration images are too few to fit, select and report on different images (fit 4, select 1, report 1; each needs at least 2): give at least 8 calibration images, or --holdout with at least 4"
+    );
+}
+
+/// Where a LayerNorm output's channels were seen fewer than `MIN_CHANNEL_SAMPLES` times (here
+/// every one: 16 tokens × 12 fit images), the smoothing factors come from its affine weights, not
+/// from the images: two disjoint calibration sets give the same factors, `|γ_c|` normalised to a
+/// geometric mean of 1 for α = 1, centred on `β_c`.
+#[test]
+fn few_sample_smoothing_comes_from_the_layer_norm() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 13, &[2, 9]);
+    let opts = fixed(CalibMethod::MinMax, Smoothing::Alpha(1.0));
+    let smooth_of = |bytes: &[u8]| -> Vec<f32> {
+        let pack = Pack::parse(bytes).unwrap();
+        let t = pack.tensor_by_name("norm.smooth").unwrap();
+        t.as_f32().unwrap().to_vec()
+    };
+    let a = quantize_int8(&ckpt, &images(&cfg, 24, 20), &opts, &Silent).unwrap();
+    let b = quantize_int8(&ckpt, &images(&cfg, 24, 21), &opts, &Silent).unwrap();
+    let (sa, sb) = (smooth_of(&a.bytes), smooth_of(&b.bytes));
+    assert_eq!(sa, sb);
+    let d = cfg.embed_dim as usize;
+    let gamma = &ckpt.tensor(TensorId::NormWeight).unwrap().data;
+    let beta = &ckpt.tensor(TensorId::NormBias).unwrap().data;
+    let mean_log = gamma.iter().map(|g| (g.abs() as f64).ln()).sum::<f64>() / d as f64;
+    for c in 0..d {
+        let want = gamma[c].abs() as f64 / mean_log.exp();
+        assert!((sa[c] as f64 - want).abs() < 1e-5 * want, "scale {c}");
+        assert!(
+            (sa[d + c] - beta[c]).abs() <= 1e-6 * beta[c].abs().max(1.0),
+            "shift {c}"
+        );
+    }
+    // In the blocks, α = 1 divides each channel by its |γ_c|: the folded LayerNorm weights all
+    // have one magnitude, outlier channels 2 and 9 (γ × 25) included.
+    let pack = Pack::parse(&a.bytes).unwrap();
+    let w = pack
+        .tensor(TensorId::Block(1, BlockParam::Norm2Weight))
+        .unwrap()
+        .as_f32()
+        .unwrap();
+    for c in 0..d {
+        assert!(
+            (w[c].abs() - w[0].abs()).abs() < 1e-5 * w[0].abs(),
+            "{c}: {w:?}"
         );
     }
 }

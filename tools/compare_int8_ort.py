@@ -8,6 +8,9 @@ static quantization beside `cait quantize --precision int8`, calibrated on the s
 
 DIR is a timm hub folder (config.json with `architecture` and `model_args`, plus
 model.safetensors); calib.npy and holdout.npy are float32 [N, C, H, W] batches already normalized.
+The int8 fixture family, with its calibration and unseen test images, is written by
+    cargo run --release -p cait-quant --example int8_family -- --img 224 --write OUT
+as OUT/<member>/{config.json, model.safetensors, calib.npy, test.npy}.
 The reference is timm's float model (TIMM_FUSED_ATTN=0) on the holdout images. Rows:
 
   ort_dynamic  onnxruntime quantize_dynamic: int8 weights per channel, activations quantized per

@@ -8,9 +8,10 @@
 //!    ranges where every channel was seen often enough ([`MIN_CHANNEL_SAMPLES`]), else from the
 //!    LayerNorm's own affine parameters, which generalise to any image — and every activation is
 //!    histogrammed (a second float pass over the fit images);
-//! 3. for each calibration method × smoothing candidate, the int8 pack is built and the **int8
-//!    engine** runs on the **select** images: the best end-to-end logit SQNR against the float
-//!    logits is kept (the measured choice is recorded in the pack);
+//! 3. for each smoothing candidate (MSE ranges), then for each calibration method (the chosen
+//!    smoothing), the int8 pack is built and the **int8 engine** runs on the **select** images:
+//!    the best end-to-end logit SQNR against the float logits is kept (the measured choice is
+//!    recorded in the pack);
 //! 4. likewise for q·kᵀ and attention·v in int8 or f32;
 //! 5. the chosen pack runs on the **report** images: its logit SQNR and top-1 agreement there go
 //!    into the summary and the pack's metadata; optionally the per-layer report measures both
@@ -769,7 +770,9 @@ pub fn quantize_int8(
         Ok(agreement(&float_select, &got))
     };
 
-    // Choices: method × smoothing (attention int8 unless given), then the attention modes.
+    // Choices, one at a time (attention int8 unless given): the smoothing with MSE ranges (or
+    // the given method), then the method with that smoothing, then the attention modes:
+    // methods + smoothings − 1 passes over the selection images instead of methods × smoothings.
     let methods: Vec<CalibMethod> = match opts.method {
         Some(m) => vec![m],
         None => CalibMethod::ALL.to_vec(),
@@ -777,18 +780,32 @@ pub fn quantize_int8(
     let qk0 = opts.qk.unwrap_or(AttnMode::Int8);
     let av0 = opts.av.unwrap_or(AttnMode::Int8);
     let mut choices = Vec::new();
-    let combos = methods.len() * smoothings.len();
-    let (mut best_method, mut best_smooth, mut best_sqnr) = (methods[0], 0usize, f64::NEG_INFINITY);
+    let first = methods
+        .iter()
+        .position(|&m| m == CalibMethod::Mse)
+        .unwrap_or(0);
+    let (mut best_method, mut best_smooth) = (methods[first], 0usize);
     let mut measured: Vec<(CalibMethod, usize, f64, f64)> = Vec::new();
-    if combos > 1 {
-        progress.begin("choose calibration", (combos * select) as u64);
-        for &m in &methods {
-            for (k, smooth) in smooth_maps.iter().enumerate() {
-                let (sqnr, agree) = evaluate(&params(m, k), smooth, qk0, av0)?;
-                measured.push((m, k, sqnr, agree));
-                if sqnr > best_sqnr {
-                    (best_method, best_smooth, best_sqnr) = (m, k, sqnr);
-                }
+    if methods.len() * smoothings.len() > 1 {
+        let passes = smoothings.len() + methods.len() - 1;
+        progress.begin("choose calibration", (passes * select) as u64);
+        let mut best_sqnr = f64::NEG_INFINITY;
+        for (k, smooth) in smooth_maps.iter().enumerate() {
+            let (sqnr, agree) = evaluate(&params(best_method, k), smooth, qk0, av0)?;
+            measured.push((best_method, k, sqnr, agree));
+            if sqnr > best_sqnr {
+                (best_smooth, best_sqnr) = (k, sqnr);
+            }
+        }
+        for (i, &m) in methods.iter().enumerate() {
+            if i == first {
+                continue;
+            }
+            let smooth = &smooth_maps[best_smooth];
+            let (sqnr, agree) = evaluate(&params(m, best_smooth), smooth, qk0, av0)?;
+            measured.push((m, best_smooth, sqnr, agree));
+            if sqnr > best_sqnr {
+                (best_method, best_sqnr) = (m, sqnr);
             }
         }
         progress.end();
@@ -812,7 +829,7 @@ pub fn quantize_int8(
         .collect();
     let by_smoothing: Vec<Candidate> = measured
         .iter()
-        .filter(|(m, _, _, _)| *m == best_method)
+        .filter(|(m, _, _, _)| *m == methods[first])
         .map(|&(_, k, s, a)| Candidate {
             value: smoothings[k].as_string(),
             logit_sqnr_db: s,

@@ -7,7 +7,8 @@
 //!
 //! Every image runs (no sample); the core runs on all cores, the test profile is optimised
 //! (`[profile.dev] opt-level = 3`). The int8 pack is calibrated on the first 256 *training* images,
-//! with every choice measured as `cait quantize` does by default.
+//! with every choice measured as `cait quantize` does by default (half of them fit the ranges, a
+//! quarter choose, a quarter report).
 
 use std::path::{Path, PathBuf};
 
@@ -204,14 +205,16 @@ fn fashion_mnist_f32_f16_int8() {
     assert!(s16.agreement >= 0.999, "f16 agreement {}", s16.agreement);
     assert!(s16.sqnr_db >= 40.0, "f16 logit SQNR {}", s16.sqnr_db);
 
-    // int8 (issue acceptance): top-1 within 0.3 points of f32 (goal 0.1), agreement >= 99.0%.
+    // int8, calibrated with the held-out protocol (128 images fit, 64 choose, 64 report): top-1
+    // within 0.1 points of f32 (held-out int8 issue acceptance; measured 0.06), agreement at least
+    // 99.7% (measured 99.75%; the issue's goal of 99.8% needs the mixed-precision budget).
     // Logit SQNR: int8 activations and weights hold ~40 dB each; end to end at least 20 dB.
     assert!(
-        (s8.top1 - s32.top1).abs() <= 0.003,
+        (s8.top1 - s32.top1).abs() <= 0.001,
         "int8 top-1 {} vs f32 {}",
         s8.top1,
         s32.top1
     );
-    assert!(s8.agreement >= 0.99, "int8 agreement {}", s8.agreement);
+    assert!(s8.agreement >= 0.997, "int8 agreement {}", s8.agreement);
     assert!(s8.sqnr_db >= 20.0, "int8 logit SQNR {}", s8.sqnr_db);
 }

@@ -45,6 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+from bench_onnxruntime import session  # noqa: E402  (one place for the single-thread ORT options)
+
 
 def die(msg):
     print(f"compare_int8_ort: error: {msg}", file=sys.stderr)
@@ -98,17 +100,6 @@ def export(model, shape, path):
             model, (torch.zeros(1, *shape),), str(path), input_names=["input"],
             output_names=["logits"], opset_version=17, dynamo=False,
         )
-
-
-def session(path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(path, images):

@@ -1,4 +1,5 @@
 pub mod family;
+pub mod logits;
 pub mod synth;
 
 /// Index of the largest value, the first of equals (how `cait classify` ranks).

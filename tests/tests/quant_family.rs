@@ -6,12 +6,11 @@
 //! `cargo run --release -p cait-quant --example int8_family -- --img 224` measures the same family at
 //! full size.
 
-use cait_core::Model;
-use cait_pack::Pack;
 use cait_quant::data::Dataset;
 use cait_quant::quantize::{self, Int8Options, Silent};
 use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
 use cait_tests::family::{self, Member};
+use cait_tests::logits::{compare, run_pack};
 
 const IMG: usize = 64;
 const CALIB: usize = 64;
@@ -22,43 +21,6 @@ const COSINE_OUTLIERS: f64 = 0.99;
 /// Issue acceptance: the reported held-out SQNR is within this of the SQNR on a second, disjoint
 /// set of images from the same distribution.
 const HONEST_DB: f64 = 1.5;
-
-fn run(pack_bytes: &[u8], images: &[f32]) -> Vec<Vec<f32>> {
-    let mut storage = vec![0u64; pack_bytes.len().div_ceil(8)];
-    let raw = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..pack_bytes.len()];
-    raw.copy_from_slice(pack_bytes);
-    let pack = Pack::parse(raw).unwrap();
-    let model = Model::from_pack(&pack).unwrap();
-    let mut ws = vec![0u64; model.workspace_bytes().div_ceil(8)];
-    images
-        .chunks_exact(model.input_len())
-        .map(|image| {
-            let mut logits = vec![0.0; model.logits_len()];
-            model
-                .forward(image, bytemuck::cast_slice_mut(&mut ws), &mut logits)
-                .unwrap();
-            logits
-        })
-        .collect()
-}
-
-/// (worst per-image cosine, logit SQNR dB) of `got` against `want`.
-fn compare(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64) {
-    let (mut worst, mut signal, mut noise) = (1.0f64, 0.0f64, 0.0f64);
-    for (w, g) in want.iter().zip(got) {
-        let (mut dot, mut nw, mut ng) = (0.0f64, 0.0f64, 0.0f64);
-        for (&a, &b) in w.iter().zip(g) {
-            let (a, b) = (a as f64, b as f64);
-            dot += a * b;
-            nw += a * a;
-            ng += b * b;
-            signal += a * a;
-            noise += (a - b) * (a - b);
-        }
-        worst = worst.min(dot / (nw * ng).sqrt());
-    }
-    (worst, 10.0 * (signal / noise).log10())
-}
 
 fn checkpoint(m: &Member) -> (Checkpoint, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -86,8 +48,9 @@ fn check(name: &str) {
     let calib = dataset(&m, "calibration", CALIB);
     let q = quantize::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
     let test = dataset(&m, "test", TEST);
-    let float = run(&write_pack_f32(&ckpt).unwrap(), &test.images);
-    let (worst, sqnr) = compare(&float, &run(&q.bytes, &test.images));
+    let float = run_pack(&write_pack_f32(&ckpt).unwrap(), &test.images);
+    let a = compare(&float, &run_pack(&q.bytes, &test.images));
+    let (worst, sqnr) = (a.worst_cosine, a.sqnr_db);
     let reported = q.report.logit_sqnr_db.unwrap();
     let choices: Vec<&str> = q.report.choices.iter().map(|c| c.chosen.as_str()).collect();
     eprintln!(

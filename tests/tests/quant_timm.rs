@@ -6,13 +6,14 @@
 
 use std::path::PathBuf;
 
-use cait_core::{Model, workspace_bytes};
+use cait_core::workspace_bytes;
 use cait_pack::{Pack, Precision};
 use cait_quant::data::Dataset;
 use cait_quant::quantize::{
     self, AttnMode, CalibMethod, Int8Options, Quantized, Silent, Smoothing,
 };
 use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_tests::logits::run_pack as run;
 use cait_tests::synth::{self, Kind, SynthSpec};
 
 /// Issue acceptance: int8 logits cosine to timm's at least 0.99, f16 at least 0.9999.
@@ -21,26 +22,6 @@ const F16_COSINE: f64 = 0.9999;
 
 fn fixture(name: &str) -> PathBuf {
     synth::fixtures_dir().join(name)
-}
-
-/// Logits of every image of `input` (a flat `[n, C, H, W]` batch) through the core engine.
-fn run(pack_bytes: &[u8], input: &[f32]) -> Vec<Vec<f32>> {
-    let mut storage = vec![0u64; pack_bytes.len().div_ceil(8)];
-    let raw = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..pack_bytes.len()];
-    raw.copy_from_slice(pack_bytes);
-    let pack = Pack::parse(raw).unwrap();
-    let model = Model::from_pack(&pack).unwrap();
-    let mut ws = vec![0u64; model.workspace_bytes().div_ceil(8)];
-    input
-        .chunks_exact(model.input_len())
-        .map(|image| {
-            let mut logits = vec![0.0; model.logits_len()];
-            model
-                .forward(image, bytemuck::cast_slice_mut(&mut ws), &mut logits)
-                .unwrap();
-            logits
-        })
-        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

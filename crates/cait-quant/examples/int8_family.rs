@@ -15,12 +15,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cait_core::Model;
-use cait_pack::Pack;
 use cait_quant::data::Dataset;
 use cait_quant::quantize::{self, CalibMethod, Int8Options, Silent, Smoothing};
 use cait_quant::{ImportOptions, load_checkpoint, npy, write_pack_f32};
 use cait_tests::family::{self, Member};
+use cait_tests::logits::{compare, run_pack};
 
 struct Args {
     img: usize,
@@ -75,53 +74,6 @@ fn parse() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// Logits of each image through the core engine.
-fn run(pack_bytes: &[u8], images: &[f32]) -> Vec<Vec<f32>> {
-    let mut storage = vec![0u64; pack_bytes.len().div_ceil(8)];
-    let raw = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..pack_bytes.len()];
-    raw.copy_from_slice(pack_bytes);
-    let pack = Pack::parse(raw).expect("pack");
-    let model = Model::from_pack(&pack).expect("model");
-    let mut ws = vec![0u64; model.workspace_bytes().div_ceil(8)];
-    images
-        .chunks_exact(model.input_len())
-        .map(|image| {
-            let mut logits = vec![0.0; model.logits_len()];
-            model
-                .forward(image, bytemuck::cast_slice_mut(&mut ws), &mut logits)
-                .expect("forward");
-            logits
-        })
-        .collect()
-}
-
-/// (worst cosine, mean cosine, SQNR dB, top-1 agreement) of `got` against `want`.
-fn compare(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64, f64, f64) {
-    let (mut worst, mut sum, mut sig, mut noise, mut same) = (1.0f64, 0.0, 0.0, 0.0, 0);
-    for (w, g) in want.iter().zip(got) {
-        let (mut dot, mut nw, mut ng) = (0.0f64, 0.0f64, 0.0f64);
-        for (&a, &b) in w.iter().zip(g) {
-            let (a, b) = (a as f64, b as f64);
-            dot += a * b;
-            nw += a * a;
-            ng += b * b;
-            sig += a * a;
-            noise += (a - b) * (a - b);
-        }
-        let c = dot / (nw * ng).sqrt();
-        worst = worst.min(c);
-        sum += c;
-        same += (cait_tests::argmax(w) == cait_tests::argmax(g)) as usize;
-    }
-    let n = want.len() as f64;
-    (
-        worst,
-        sum / n,
-        10.0 * (sig / noise).log10(),
-        same as f64 / n,
-    )
 }
 
 fn dataset(m: &Member, stream: &str, n: usize) -> Dataset {
@@ -194,9 +146,9 @@ fn main() {
         let t = Instant::now();
         let q = quantize::quantize_int8(&ckpt, &calib, &opts, &Silent).expect("quantize");
         let secs = t.elapsed().as_secs_f64();
-        let float = run(&write_pack_f32(&ckpt).expect("f32 pack"), &test.images);
-        let int8 = run(&q.bytes, &test.images);
-        let (worst, mean, sqnr, agree) = compare(&float, &int8);
+        let float = run_pack(&write_pack_f32(&ckpt).expect("f32 pack"), &test.images);
+        let a = compare(&float, &run_pack(&q.bytes, &test.images));
+        let (worst, mean, sqnr, agree) = (a.worst_cosine, a.mean_cosine, a.sqnr_db, a.top1);
         let reported = q.report.logit_sqnr_db.unwrap_or(f64::NAN);
         let choices: Vec<String> = q.report.choices.iter().map(|c| c.chosen.clone()).collect();
         if args.json {

@@ -61,7 +61,8 @@ pub struct Args {
     /// int8: images from the same distribution, never used for fitting: the candidates are
     /// compared on half of them and the reported figures measured on the other half, and every
     /// --calib image fits the ranges. A .npy batch, an image folder, or a Fashion-MNIST IDX folder
-    /// (its test split).
+    /// (its test split — the images `cait eval` scores, so the choices will have seen half of
+    /// them).
     #[arg(long, value_name = "DATA")]
     holdout: Option<PathBuf>,
     /// Hold-out images to use (the first N).

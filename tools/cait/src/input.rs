@@ -57,7 +57,24 @@ pub fn load_npy(path: &Path, cfg: &ModelConfig) -> Result<Vec<Input>> {
             want[2]
         ),
     };
+    if batch == 0 {
+        bail!(
+            "{}: the batch holds no images (shape {shape:?})",
+            path.display()
+        );
+    }
     let per = want.iter().product::<usize>();
+    // The engine would turn NaN or infinite pixels into confident nonsense (int8 quantizes NaN to
+    // -128): refuse them here, naming the image and the element.
+    if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+        let (i, j) = (at / per, at % per);
+        let (c, y, x) = (j / (want[1] * want[2]), j / want[2] % want[1], j % want[2]);
+        bail!(
+            "{}[{i}]: element [{c}, {y}, {x}] is {}; inputs must be finite, normalized values",
+            path.display(),
+            data[at]
+        );
+    }
     Ok((0..batch)
         .map(|i| Input {
             name: format!("{}[{i}]", path.display()),

@@ -27,6 +27,39 @@ fn input_of_the_wrong_shape() {
     assert_error(&out, &["input.npy", "[2, 3, 32, 32]", "[N, 1, 28, 28]"]);
 }
 
+/// A NaN or infinite pixel is an error naming the file, the image and the element, for every
+/// engine and for the firmware runner; so is an empty batch.
+#[test]
+fn non_finite_and_empty_npy_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shape, mut data) = cait_quant::npy::read_f32(tiny().join("input.npy")).unwrap();
+    assert_eq!(shape, [2, 3, 32, 32]);
+    data[3 * 32 * 32 + 2 * 32 * 32 + 5 * 32 + 7] = f32::NAN; // image 1, channel 2, y 5, x 7
+    let nan = tmp.path().join("nan.npy");
+    cait_quant::npy::write_f32(&nan, &shape, &data).unwrap();
+    let model = tiny().join("model.safetensors");
+    for cmd in [&["classify"][..], &["attention", "-o", p(tmp.path())][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--model", p(&model), p(&nan)]);
+        assert_error(
+            &cait(&args),
+            &["nan.npy[1]", "element [2, 5, 7] is NaN", "finite"],
+        );
+    }
+    data[0] = f32::INFINITY;
+    cait_quant::npy::write_f32(&nan, &shape, &data).unwrap();
+    assert_error(
+        &cait(&["classify", "--model", p(&model), p(&nan)]),
+        &["nan.npy[0]", "element [0, 0, 0] is inf"],
+    );
+    let empty = tmp.path().join("empty.npy");
+    cait_quant::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
+    assert_error(
+        &cait(&["classify", "--model", p(&model), p(&empty)]),
+        &["empty.npy", "holds no images"],
+    );
+}
+
 #[test]
 fn unreadable_image() {
     let tmp = tempfile::tempdir().unwrap();

@@ -175,32 +175,31 @@ pub fn run(args: Args) -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let calib = match &args.calib {
-        None => None,
-        Some(path) => {
+    // Calibration (training split of an IDX folder) and hold-out (test split) data, one loader.
+    let load = |path: Option<&PathBuf>, split, limit, what: &str| {
+        path.map(|path| {
             let opts = DataOptions {
-                split: Split::Train,
+                split,
                 labels: None,
-                limit: Some(args.calib_count),
+                limit: Some(limit),
             };
-            let set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
-                .with_context(|| format!("calibration data {}", path.display()))?;
-            Some(set)
-        }
+            data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
+                .with_context(|| format!("{what} {}", path.display()))
+        })
+        .transpose()
     };
-    let holdout = match &args.holdout {
-        None => None,
-        Some(path) => {
-            let opts = DataOptions {
-                split: Split::Test,
-                labels: None,
-                limit: Some(args.holdout_count),
-            };
-            let set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
-                .with_context(|| format!("hold-out data {}", path.display()))?;
-            Some(set)
-        }
-    };
+    let calib = load(
+        args.calib.as_ref(),
+        Split::Train,
+        args.calib_count,
+        "calibration data",
+    )?;
+    let holdout = load(
+        args.holdout.as_ref(),
+        Split::Test,
+        args.holdout_count,
+        "hold-out data",
+    )?;
     let bars = Bars(Mutex::new(None));
     let (bytes, report) = match args.precision {
         PrecisionArg::F32 => (loaded.bytes().to_vec(), None),

@@ -749,10 +749,9 @@ pub fn quantize_int8(
         out
     };
 
-    // Float logits of the held-out parts.
-    progress.begin("float logits", (select + report_set.n) as u64);
+    // Float logits of the selection images.
+    progress.begin("float logits", select as u64);
     let float_select = logits_of(&float, select_set, select, threads, progress)?;
-    let float_report = logits_of(&float, report_set, report_set.n, threads, progress)?;
     progress.end();
     let evaluate = |acts: &HashMap<Tap, ActParams>,
                     smooth: &HashMap<Tap, Smooth>,
@@ -934,17 +933,26 @@ pub fn quantize_int8(
         qk_int8: qk == AttnMode::Int8,
         av_int8: av == AttnMode::Int8,
     };
+    // One pass of both engines over the report images: the logits always, every activation too
+    // when the per-layer report is asked for (the metadata written below changes no numerics).
     let (unrecorded, _) = int8::build(ckpt, &plan, &[])?;
-    progress.begin("held-out logits", report_set.n as u64);
-    let held_out = logits_of(
-        &PackBuf::new(&unrecorded),
-        report_set,
-        report_set.n,
-        threads,
-        progress,
-    )?;
+    // `measure` ticks once per image for both engines; two `logits_of` passes tick twice.
+    let passes = if opts.report { 1 } else { 2 };
+    progress.begin("held-out images", (passes * report_set.n) as u64);
+    let quant = PackBuf::new(&unrecorded);
+    let (acts, held_sqnr, held_agree) = if opts.report {
+        let unsmooth: HashMap<Tap, (Vec<f32>, Vec<f32>)> = smooth
+            .iter()
+            .map(|(t, s)| (*t, (s.scale.clone(), s.shift.clone())))
+            .collect();
+        measure(&float, &quant, report_set, &unsmooth, threads, progress)?
+    } else {
+        let want = logits_of(&float, report_set, report_set.n, threads, progress)?;
+        let got = logits_of(&quant, report_set, report_set.n, threads, progress)?;
+        let (sqnr, agree) = agreement(&want, &got);
+        (HashMap::new(), sqnr, agree)
+    };
     progress.end();
-    let (held_sqnr, held_agree) = agreement(&float_report, &held_out);
     let source = if opts.calib_source.is_empty() {
         String::new()
     } else {
@@ -1006,31 +1014,17 @@ pub fn quantize_int8(
         }
     }
     let (bytes, weights) = int8::build(ckpt, &plan, &metadata)?;
-    let mut report = Report {
+    let report = Report {
         precision: "int8".into(),
         images: report_set.n,
         fit_images: fit.n,
         select_images: select,
-        layers: report::layers(&cfg, &weights, &HashMap::new()),
+        layers: report::layers(&cfg, &weights, &acts),
         logit_sqnr_db: Some(held_sqnr),
         top1_agreement: Some(held_agree),
         choices,
         warnings,
     };
-    if opts.report {
-        let unsmooth: HashMap<Tap, (Vec<f32>, Vec<f32>)> = smooth
-            .iter()
-            .map(|(t, s)| (*t, (s.scale.clone(), s.shift.clone())))
-            .collect();
-        progress.begin("measure", report_set.n as u64);
-        let quant = PackBuf::new(&bytes);
-        let (acts, sqnr, agree) =
-            measure(&float, &quant, report_set, &unsmooth, threads, progress)?;
-        progress.end();
-        report.layers = report::layers(&cfg, &weights, &acts);
-        report.logit_sqnr_db = Some(sqnr);
-        report.top1_agreement = Some(agree);
-    }
     Ok(Quantized { bytes, report })
 }
 

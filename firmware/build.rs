@@ -86,7 +86,7 @@ fn run() -> Result<(), String> {
     println!("cargo::rerun-if-changed={}", pack_path.display());
     let bytes =
         fs::read(&pack_path).map_err(|e| format!("CAIT_PACK={}: {e}", pack_path.display()))?;
-    let (config, precision) = read_header(&bytes, &pack_path)?;
+    let (config, precision, mixed) = read_header(&bytes, &pack_path)?;
 
     let [h, w] = config.img_size.map(|v| v as usize);
     let image_len = config.in_chans as usize * h * w;
@@ -166,7 +166,10 @@ fn run() -> Result<(), String> {
          /// Linked input images.\npub const IMAGES: usize = {images};\n\
          /// f32 values of one image, `C·H·W`.\npub const IMAGE_LEN: usize = {image_len};\n\
          /// Whether the pack was linked into PSRAM rather than flash.\n\
-         pub const PACK_IN_PSRAM: bool = {pack_psram};\n",
+         pub const PACK_IN_PSRAM: bool = {pack_psram};\n\
+         /// Whether the pack is a mixed int8 pack (blocks kept in f16): its workspace is\n\
+         /// `cait_core::mixed_workspace_bytes`.\n\
+         pub const MIXED: bool = {mixed};\n",
         c.img_size[0],
         c.img_size[1],
         c.patch_size,
@@ -215,10 +218,15 @@ fn link_memory_map(manifest: &Path, out: &Path, board: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// The config and precision from the pack's header, validated by `Pack::parse`.
-fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision), String> {
+/// What the workspace is sized by: the config and precision from the pack's header, validated by
+/// `Pack::parse`, and whether int8 blocks are kept in f16 (`cait_pack::int8::f16_blocks`).
+fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision, bool), String> {
+    let header = |pack: &Pack<'_>| -> (ModelConfig, Precision, bool) {
+        let mixed = cait_pack::int8::f16_blocks(pack).next().is_some();
+        (*pack.config(), pack.precision(), mixed)
+    };
     match Pack::parse(bytes) {
-        Ok(pack) => Ok((*pack.config(), pack.precision())),
+        Ok(pack) => Ok(header(&pack)),
         Err(err @ PackError::ChecksumMismatch { .. })
             if env::var("CAIT_PACK_UNCHECKED").as_deref() == Ok("1") =>
         {
@@ -230,7 +238,7 @@ fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision), St
             let mut copy = bytes.to_vec();
             cait_pack::reseal(&mut copy);
             let pack = Pack::parse(&copy).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok((*pack.config(), pack.precision()))
+            Ok(header(&pack))
         }
         Err(err) => Err(format!("CAIT_PACK={}: {err}", path.display())),
     }

@@ -1,14 +1,15 @@
 //! The linked pack, the linked input images and the workspace, all fixed at build time.
 //!
 //! `build.rs` reads the pack's header and generates [`CONFIG`], [`PRECISION`] and the sizes below,
-//! so the workspace is a `static` sized by `cait_core::workspace_bytes`. The pack is placed in a
+//! so the workspace is a `static` sized by `cait_core::workspace_bytes` (`mixed_workspace_bytes` for
+//! a mixed int8 pack). The pack is placed in a
 //! 64-byte aligned section: `.rodata` (the code memory) when it fits, else `.psram_rodata` (PSRAM).
 
 #[cfg(not(cait_no_pack))]
 use core::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(not(cait_no_pack))]
-use cait_core::{Workspace, workspace_bytes};
+use cait_core::{Workspace, mixed_workspace_bytes, workspace_bytes};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
@@ -33,7 +34,11 @@ static INPUT: Aligned<[u8; IMAGES * IMAGE_LEN * 4]> =
 
 /// Bytes of the workspace a forward pass of the linked pack needs.
 #[cfg(not(cait_no_pack))]
-pub const WORKSPACE_BYTES: usize = workspace_bytes(&CONFIG, PRECISION);
+pub const WORKSPACE_BYTES: usize = if MIXED {
+    mixed_workspace_bytes(&CONFIG)
+} else {
+    workspace_bytes(&CONFIG, PRECISION)
+};
 
 /// The linked pack's bytes (not yet validated: `cait_pack::Pack::parse` checks them).
 #[cfg(not(cait_no_pack))]

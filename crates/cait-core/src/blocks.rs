@@ -117,7 +117,8 @@ impl<'a> Resolver<'_, 'a> {
     }
 
     /// A linear layer: weight `[out, ...]` (trailing dims flattened into `in`) and a bias if the
-    /// config has one. The weight is f16 in f16 packs, f32 otherwise; the bias is f32.
+    /// config has one. The weight is f32 in f32 packs, f16 otherwise (f16 packs, and the blocks of
+    /// an int8 pack kept in f16); the bias is f32.
     pub(crate) fn linear(&self, weight: TensorId, bias: TensorId) -> Result<Linear<'a>, Error> {
         let b = if self.cfg.has_tensor(bias) {
             Some(self.f32(bias)?)
@@ -126,7 +127,7 @@ impl<'a> Resolver<'_, 'a> {
         };
         let shape = self.cfg.shape_of(weight);
         let out = shape.dims().first().map_or(0, |&o| o as usize);
-        let layer = if self.pack.precision() == Precision::F16 {
+        let layer = if self.pack.precision() != Precision::F32 {
             let w = self.typed(weight, TensorView::as_f16)?;
             Linear::f16(w, b, out, w.len().checked_div(out).unwrap_or(0))
         } else {

@@ -45,4 +45,6 @@ pub mod int8_kernels {
 pub use error::Error;
 pub use model::{Model, Outputs};
 pub use probe::{Point, Probe, Site, Tap, Values};
-pub use workspace::{WORKSPACE_ALIGN, Workspace, workspace_bytes};
+pub use workspace::{
+    WORKSPACE_ALIGN, Workspace, mixed_workspace_bytes, pack_workspace_bytes, workspace_bytes,
+};

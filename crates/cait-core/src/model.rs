@@ -76,7 +76,8 @@ impl<'o> Outputs<'o> {
 impl<'a> Model<'a> {
     /// Checks that `pack` holds a model this engine runs and views its weights in place.
     ///
-    /// f32 and f16 packs run in f32; int8 packs run the int8 engine (see the crate docs).
+    /// f32 and f16 packs run in f32; int8 packs run the int8 engine (see the crate docs), except
+    /// the blocks a mixed int8 pack keeps in f16, which run as in an f16 pack.
     ///
     /// Errors: [`Error::Pack`] naming the tensor when one is missing
     /// ([`PackError::MissingTensor`](cait_pack::PackError)), of the wrong dtype for the pack's
@@ -88,7 +89,8 @@ impl<'a> Model<'a> {
         let config = *pack.config();
         config.validate()?;
         let precision = pack.precision();
-        let workspace_bytes = checked_workspace_bytes(&config, precision)
+        let mixed = cait_pack::int8::f16_blocks(pack).next().is_some();
+        let workspace_bytes = checked_workspace_bytes(&config, precision, mixed)
             .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
         let dims = Dims::new(&config);
         let r = Resolver { pack, cfg: &config };
@@ -121,10 +123,10 @@ impl<'a> Model<'a> {
                 let r8 = Int8Resolver { r: &r };
                 let stem = int8::Stem::resolve(&r8, Modes::from_pack(pack)?)?;
                 for i in 0..config.depth {
-                    int8::SelfAttentionBlock::resolve(&r8, i)?;
+                    int8::check_block(&r8, false, i)?;
                 }
                 for i in 0..config.depth_token_only {
-                    int8::ClassAttentionBlock::resolve(&r8, i)?;
+                    int8::check_block(&r8, true, i)?;
                 }
                 Engine::Int8(stem)
             }
@@ -153,7 +155,9 @@ impl<'a> Model<'a> {
         &self.pack
     }
 
-    /// Exact workspace bytes a forward pass needs: [`workspace_bytes`](crate::workspace_bytes).
+    /// Exact workspace bytes a forward pass needs: [`workspace_bytes`](crate::workspace_bytes), or
+    /// [`mixed_workspace_bytes`](crate::mixed_workspace_bytes) for an int8 pack with blocks kept in
+    /// f16.
     pub fn workspace_bytes(&self) -> usize {
         self.workspace_bytes
     }

@@ -45,6 +45,10 @@
 //!
 //! The attention term dominates: cait_xxs24_224 needs 244,020 bytes (238 KiB) in all, 52% of the
 //! f32 layout's 472,480, of which the f32 residual stream is 150,528.
+//!
+//! A mixed int8 pack (blocks kept in f16) runs those blocks on the f32 layout's `scratch` and the
+//! rest on the int8 one: [`mixed_workspace_bytes`], the larger of the two (for cait_xxs24_224 the
+//! f32 layout's 472,480 bytes).
 
 use cait_pack::{ModelConfig, Precision};
 
@@ -140,6 +144,14 @@ const fn bytes_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
     }
 }
 
+/// Exact bytes of a mixed int8 pack (some blocks kept in f16) as a u128: the `tokens` and `cls`
+/// regions are the same in both layouts, and `scratch` serves int8 and f32 blocks in turn.
+const fn mixed_bytes_u128(cfg: &ModelConfig) -> u128 {
+    let n = patches(cfg);
+    let d = cfg.embed_dim as u128;
+    4 * n * d + 4 * d + max(int8_scratch_bytes(cfg), 4 * scratch_floats(cfg))
+}
+
 /// The exact number of workspace bytes a forward pass of `cfg` needs at `precision`.
 ///
 /// A `const fn`, so a firmware can size a `static` [`Workspace`] at compile time. A forward pass
@@ -156,9 +168,43 @@ pub const fn workspace_bytes(cfg: &ModelConfig, precision: Precision) -> usize {
     }
 }
 
-/// [`workspace_bytes`], or `None` when it does not fit in `usize`.
-pub(crate) fn checked_workspace_bytes(cfg: &ModelConfig, precision: Precision) -> Option<usize> {
-    usize::try_from(bytes_u128(cfg, precision)).ok()
+/// The exact number of workspace bytes a forward pass of a *mixed* int8 pack of `cfg` needs: one
+/// whose blocks are partly kept in f16 ([`cait_pack::int8::f16_blocks`] not empty). The int8 and
+/// f32 layouts share `tokens` and `cls`; `scratch` is the larger of the two (see the module docs),
+/// so at least [`workspace_bytes`] at int8. Saturates as [`workspace_bytes`] does.
+pub const fn mixed_workspace_bytes(cfg: &ModelConfig) -> usize {
+    let bytes = mixed_bytes_u128(cfg);
+    if bytes > usize::MAX as u128 {
+        usize::MAX
+    } else {
+        bytes as usize
+    }
+}
+
+/// The workspace bytes a forward pass of `pack` needs: [`mixed_workspace_bytes`] for an int8 pack
+/// with blocks kept in f16, else [`workspace_bytes`] at its precision. What
+/// [`Model::workspace_bytes`](crate::Model::workspace_bytes) returns once the pack is accepted.
+pub fn pack_workspace_bytes(pack: &cait_pack::Pack<'_>) -> usize {
+    if cait_pack::int8::f16_blocks(pack).next().is_some() {
+        mixed_workspace_bytes(pack.config())
+    } else {
+        workspace_bytes(pack.config(), pack.precision())
+    }
+}
+
+/// [`workspace_bytes`] (or [`mixed_workspace_bytes`] when `mixed`), or `None` when it does not fit
+/// in `usize`.
+pub(crate) fn checked_workspace_bytes(
+    cfg: &ModelConfig,
+    precision: Precision,
+    mixed: bool,
+) -> Option<usize> {
+    let bytes = if mixed {
+        mixed_bytes_u128(cfg)
+    } else {
+        bytes_u128(cfg, precision)
+    };
+    usize::try_from(bytes).ok()
 }
 
 /// The first `needed` bytes of `bytes` as f32s, or why not.

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::TensorId;
+use crate::{BlockParam, DType, Pack, TensorId};
 
 /// Rows of a block's [`Int8Tensor::BlockActQuant`]: one `(scale, zero_point)` per activation that
 /// feeds an int8 matmul, in this order.
@@ -32,6 +32,31 @@ pub mod act {
 pub const META_QK: &str = "quant.qk";
 /// Metadata key: how attention·v is computed, `int8` or `f32`.
 pub const META_AV: &str = "quant.av";
+
+/// A block of an int8 pack that mixed precision kept in f16: its linear weights are f16 and it
+/// holds exactly an f16 pack's tensors for that block (LayerScale and biases separate, nothing
+/// folded, no `act_quant`), so the engine runs it as it runs an f16 pack. The dtype of the block's
+/// first weight (`attn.qkv`, or `attn.q` in a class-attention block) says which: nothing else
+/// records it, so the record cannot disagree with the weights.
+pub fn is_f16_block(pack: &Pack<'_>, token_only: bool, index: u32) -> bool {
+    let id = if token_only {
+        TensorId::TokenBlock(index, BlockParam::QWeight)
+    } else {
+        TensorId::Block(index, BlockParam::QkvWeight)
+    };
+    pack.tensor(id).is_ok_and(|t| t.dtype == DType::F16)
+}
+
+/// The blocks of an int8 pack kept in f16 ([`is_f16_block`]), as `(token_only, index)`, the
+/// self-attention blocks first. Empty for every other pack.
+pub fn f16_blocks<'p>(pack: &'p Pack<'_>) -> impl Iterator<Item = (bool, u32)> + 'p {
+    let cfg = pack.config();
+    let int8 = pack.precision() == crate::Precision::Int8;
+    let sa = (0..cfg.depth).map(|i| (false, i));
+    let ca = (0..cfg.depth_token_only).map(|i| (true, i));
+    sa.chain(ca)
+        .filter(move |&(t, i)| int8 && is_f16_block(pack, t, i))
+}
 
 /// A tensor only int8 packs hold. `Display` writes its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -84,17 +84,31 @@ fn write_pack_float(
     }
     check_tensors(ckpt)?;
     for spec in ckpt.config.tensors() {
-        let name = spec.id.to_string();
-        let t = &ckpt.tensors[&name];
-        if precision == Precision::F16 && spec.id.is_linear_weight() {
-            let halves: Vec<f16> = t.data.iter().map(|&v| f16::from_f32(v)).collect();
-            w.add_f16(&name, spec.shape.dims(), &halves)
-        } else {
-            w.add_f32(&name, spec.shape.dims(), &t.data)
-        }
-        .map_err(|e| pack_error(e.to_string()))?;
+        add_float(&mut w, ckpt, spec.id, precision == Precision::F16)
+            .map_err(|e| pack_error(e.to_string()))?;
     }
     w.finish().map_err(|e| pack_error(e.to_string()))
+}
+
+/// Adds checkpoint tensor `id` as an f32 or f16 pack holds it: rounded to f16 (nearest, ties to
+/// even) when `f16` and it is a linear weight, else f32. Also how a mixed int8 pack writes the
+/// blocks it keeps in f16. The tensor is present (`check_tensors`).
+pub(crate) fn add_float(
+    w: &mut PackWriter,
+    ckpt: &Checkpoint,
+    id: cait_pack::TensorId,
+    f16: bool,
+) -> Result<(), cait_pack::WriteError> {
+    let name = id.to_string();
+    let dims = ckpt.config.shape_of(id);
+    let data: &[f32] = ckpt.tensors.get(&name).map_or(&[], |t| &t.data);
+    if f16 && id.is_linear_weight() {
+        let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+        w.add_f16(&name, dims.dims(), &halves)
+    } else {
+        w.add_f32(&name, dims.dims(), data)
+    }
+    .map(drop)
 }
 
 /// `Checkpoint`'s fields are public: re-checks what `load_checkpoint` guaranteed (every tensor of

@@ -63,7 +63,7 @@ pub fn maps_of(loaded: &LoadedModel, inputs: &[Input], backend: Backend) -> Resu
     match backend {
         Backend::Core => {
             let model = cait_core::Model::from_pack(&pack).context("building the model")?;
-            let mut ws = AlignedBytes::zeroed(cait_core::workspace_bytes(&cfg, pack.precision()));
+            let mut ws = AlignedBytes::zeroed(model.workspace_bytes());
             let mut logits = vec![0.0f32; cfg.logits_len()];
             inputs
                 .iter()

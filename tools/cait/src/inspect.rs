@@ -55,6 +55,25 @@ fn config_json(c: &ModelConfig) -> Value {
     })
 }
 
+/// The blocks a mixed int8 pack keeps in f16, each with the bytes of its tensors' data.
+fn f16_blocks(pack: &Pack<'_>) -> Vec<Value> {
+    cait_pack::int8::f16_blocks(pack)
+        .map(|(token_only, i)| {
+            let prefix = if token_only {
+                format!("blocks_token_only.{i}.")
+            } else {
+                format!("blocks.{i}.")
+            };
+            let bytes: usize = pack
+                .tensors()
+                .filter(|t| t.name.starts_with(&prefix))
+                .map(|t| t.data.len())
+                .sum();
+            json!({ "block": prefix.trim_end_matches('.'), "tensor_bytes": bytes })
+        })
+        .collect()
+}
+
 /// The report as JSON; the table is printed from the same object.
 fn report(pack: &Pack<'_>, kind: &str, extra: Value) -> Value {
     let c = pack.config();
@@ -78,10 +97,11 @@ fn report(pack: &Pack<'_>, kind: &str, extra: Value) -> Value {
         "tensors": pack.tensor_count(),
         "tensor_bytes": pack.tensor_bytes(),
         "pack_bytes": pack.len(),
-        "workspace_bytes": cait_core::workspace_bytes(c, pack.precision()),
+        "workspace_bytes": cait_core::pack_workspace_bytes(pack),
         // One f32 [H, N, N] attention tensor, which a plan that materialises attention would hold
         // (talking heads needs it twice: before and after the proj_w mix); the core never does.
         "hnn_attention_bytes": h * n * n * 4,
+        "f16_blocks": f16_blocks(pack),
         "metadata": pack.metadata().iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
     });
     if let (Value::Object(map), Value::Object(extra)) = (&mut v, extra) {
@@ -197,6 +217,21 @@ fn print_table(name: &str, v: &Value) {
         "workspace bytes",
         group(v["workspace_bytes"].as_u64().unwrap_or(0)),
     );
+    if let Some(blocks) = v["f16_blocks"].as_array()
+        && !blocks.is_empty()
+    {
+        let list: Vec<String> = blocks
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} ({} bytes)",
+                    b["block"].as_str().unwrap_or(""),
+                    group(b["tensor_bytes"].as_u64().unwrap_or(0))
+                )
+            })
+            .collect();
+        row("kept in f16", list.join(", "));
+    }
     row(
         "[H,N,N] attention",
         format!(

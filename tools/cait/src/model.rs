@@ -151,10 +151,7 @@ impl<'a> Runner<'a> {
             Backend::Core => {
                 let model = cait_core::Model::from_pack(pack)
                     .context("building the model from the pack")?;
-                let workspace = AlignedBytes::zeroed(cait_core::workspace_bytes(
-                    pack.config(),
-                    pack.precision(),
-                ));
+                let workspace = AlignedBytes::zeroed(model.workspace_bytes());
                 return Ok(Runner::Core {
                     model: Box::new(model),
                     workspace,

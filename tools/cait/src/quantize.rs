@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use cait_quant::data::{self, DataOptions, Split};
-use cait_quant::quantize::{self, AttnMode, CalibMethod, Int8Options, Progress, Smoothing};
+use cait_quant::quantize::{self, AttnMode, Budget, CalibMethod, Int8Options, Progress, Smoothing};
 use clap::ValueEnum;
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -91,6 +91,16 @@ pub struct Args {
     /// int8: attention·v in int8 or f32.
     #[arg(long, value_enum, default_value_t = AttnArg::Auto)]
     av: AttnArg,
+    /// int8, mixed precision: keep the most sensitive blocks in f16 until top-1 accuracy is at
+    /// most PTS points below the float model's on the selection images (labelled data: IDX or
+    /// class sub-folders). The pack records the kept blocks; the summary says whether the budget
+    /// also holds on the held-out images. A budget no mix meets gives the best mix, with a warning.
+    #[arg(long, value_name = "PTS", conflicts_with = "min_sqnr")]
+    max_drop: Option<f64>,
+    /// int8, mixed precision: as --max-drop, for a logit SQNR against the float model of at least
+    /// DB decibels (needs no labels).
+    #[arg(long, value_name = "DB")]
+    min_sqnr: Option<f64>,
     /// int8: at most N held-out images compare the candidate choices (0 = every selection image).
     #[arg(long, value_name = "N", default_value_t = 64)]
     select_count: usize,
@@ -162,6 +172,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.holdout.is_some() && args.precision != PrecisionArg::Int8 {
         bail!("--holdout is only used by int8 quantization (f16 and f32 fit nothing)");
     }
+    let budget = match (args.max_drop, args.min_sqnr) {
+        (Some(p), _) => Some(Budget::MaxDrop(p)),
+        (_, Some(db)) => Some(Budget::MinSqnr(db)),
+        _ => None,
+    };
+    if budget.is_some() && args.precision != PrecisionArg::Int8 {
+        bail!("--max-drop and --min-sqnr choose int8 mixed precision: they need --precision int8");
+    }
     if args.holdout_count == 0 {
         bail!("--holdout-count 0: the hold-out set would be empty");
     }
@@ -228,6 +246,7 @@ pub fn run(args: Args) -> Result<()> {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
+                budget,
             };
             let calib = calib.as_ref().context("int8 needs --calib")?;
             let q =
@@ -240,7 +259,9 @@ pub fn run(args: Args) -> Result<()> {
     let pack = cait_pack::Pack::parse(&bytes).context("the written pack does not parse")?;
     let f32_tensor_bytes = loaded.pack()?.tensor_bytes();
     let c = pack.config();
-    let workspace = cait_core::workspace_bytes(c, pack.precision());
+    let workspace = cait_core::Model::from_pack(&pack)
+        .context("the written pack does not load")?
+        .workspace_bytes();
     let precision = pack.precision().as_str();
     if args.json {
         let mut v = json!({
@@ -281,6 +302,21 @@ pub fn run(args: Args) -> Result<()> {
                     r.images,
                     r.fit_images,
                     r.select_images
+                );
+            }
+            if let Some(m) = &r.mixed {
+                let kept = if m.kept.is_empty() {
+                    "no block (the all-int8 pack meets it)".to_string()
+                } else {
+                    format!("{} in f16", m.kept.join(", "))
+                };
+                eprintln!(
+                    "  mixed precision: {}: {kept}; {} on the selection images, {} on the held-out images ({:.2} {})",
+                    m.budget,
+                    if m.met_on_selection { "met" } else { "NOT met" },
+                    if m.met_on_held_out { "met" } else { "NOT met" },
+                    m.held_out,
+                    m.unit,
                 );
             }
             for w in &r.warnings {

@@ -572,7 +572,31 @@ impl<'a> ClassAttentionBlock<'a> {
     }
 }
 
-/// Runs an int8 model: `workspace` holds exactly the int8 layout's bytes, 4-byte aligned.
+/// Checks block `index` of an int8 pack (a class-attention block when `token_only`): int8, or kept
+/// in f16 and then checked as the float engine's.
+pub(crate) fn check_block(
+    r: &Int8Resolver<'_, '_, '_>,
+    token_only: bool,
+    index: u32,
+) -> Result<(), Error> {
+    let f16 = cait_pack::int8::is_f16_block(r.r.pack, token_only, index);
+    match (token_only, f16) {
+        (false, false) => SelfAttentionBlock::resolve(r, index).map(drop),
+        (true, false) => ClassAttentionBlock::resolve(r, index).map(drop),
+        (false, true) => crate::blocks::SelfAttentionBlock::resolve(r.r, index).map(drop),
+        (true, true) => crate::blocks::ClassAttentionBlock::resolve(r.r, index).map(drop),
+    }
+}
+
+/// The scratch as f32s, for a block kept in f16 (the workspace is then the mixed layout, whose
+/// scratch holds the f32 one; it starts 4-byte aligned and is a whole number of f32s).
+fn float_scratch(scratch: &mut [u8]) -> &mut [f32] {
+    let whole = scratch.len() / 4 * 4;
+    bytemuck::cast_slice_mut(&mut scratch[..whole])
+}
+
+/// Runs an int8 model: `workspace` holds exactly the int8 (or mixed) layout's bytes, 4-byte
+/// aligned.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     r: &Int8Resolver<'_, '_, '_>,
@@ -593,25 +617,32 @@ pub(crate) fn forward(
     let (tokens, rest) = take::<f32>(workspace, dims.n * dims.d);
     let (cls, scratch) = take::<f32>(rest, dims.d);
     stem.patch_embed(input, tokens, scratch, dims, &mut probe);
+    let pack = r.r.pack;
     for i in 0..cfg.depth {
-        SelfAttentionBlock::resolve(r, i)?.forward(
-            tokens,
-            scratch,
-            dims,
-            stem.modes,
-            Site::Block(i),
-            &mut probe,
-        );
+        let site = Site::Block(i);
+        if cait_pack::int8::is_f16_block(pack, false, i) {
+            let block = crate::blocks::SelfAttentionBlock::resolve(r.r, i)?;
+            block.forward(tokens, float_scratch(scratch), dims, site, &mut probe);
+        } else {
+            let block = SelfAttentionBlock::resolve(r, i)?;
+            block.forward(tokens, scratch, dims, stem.modes, site, &mut probe);
+        }
     }
     cls.copy_from_slice(stem.cls_token());
     for i in 0..cfg.depth_token_only {
-        let block = ClassAttentionBlock::resolve(r, i)?;
         let sink = attention
             .as_mut()
             .map(|s| &mut **s as &mut dyn AttentionSink);
-        block.forward(
-            tokens, cls, scratch, dims, stem.modes, i as usize, sink, &mut probe,
-        );
+        let b = i as usize;
+        if cait_pack::int8::is_f16_block(pack, true, i) {
+            let block = crate::blocks::ClassAttentionBlock::resolve(r.r, i)?;
+            let scratch = float_scratch(scratch);
+            block.forward(tokens, cls, scratch, dims, b, sink, &mut probe);
+        } else {
+            let block = ClassAttentionBlock::resolve(r, i)?;
+            let modes = stem.modes;
+            block.forward(tokens, cls, scratch, dims, modes, b, sink, &mut probe);
+        }
     }
     stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
     Ok(())

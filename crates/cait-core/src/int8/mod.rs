@@ -14,6 +14,10 @@
 //! LayerScale is folded into the preceding projection's weights (`proj`, `fc2`), and per-channel
 //! smoothing into the LayerNorms' affine parameters, by the quantizer: the engine just runs what
 //! the pack holds. Tensor names are in `cait_pack::int8`.
+//!
+//! A mixed pack keeps some blocks in f16 (`cait_pack::int8::is_f16_block`): those run the float
+//! engine's block code on the f32 layout of the scratch, the residual stream passing between the
+//! two engines unchanged (it is f32 in both).
 
 mod attention;
 mod blocks;
@@ -23,7 +27,7 @@ mod tests;
 use cait_pack::int8::{self as names, Int8Tensor, NameBuf, act};
 use cait_pack::{ErrorName, Pack, PackError, Quant, Shape, TensorId, TensorView};
 
-pub(crate) use blocks::{ClassAttentionBlock, SelfAttentionBlock, Stem, forward};
+pub(crate) use blocks::{Stem, check_block, forward};
 
 use crate::Error;
 use crate::blocks::Resolver;

@@ -28,6 +28,20 @@ pub(crate) struct Plan<'a> {
     pub(crate) acts: &'a HashMap<Tap, ActParams>,
     pub(crate) qk_int8: bool,
     pub(crate) av_int8: bool,
+    /// Blocks kept in f16 (mixed precision), as `Site::Block` / `Site::TokenBlock`.
+    pub(crate) f16_blocks: &'a [Site],
+}
+
+impl Plan<'_> {
+    /// Whether tensor `id` belongs to a block kept in f16.
+    fn keeps_f16(&self, id: TensorId) -> bool {
+        match id {
+            TensorId::Block(..) | TensorId::TokenBlock(..) => {
+                self.f16_blocks.contains(&site_of(id))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The block a LayerNorm or linear belongs to, as a probe site.
@@ -157,6 +171,10 @@ pub(crate) fn build(
         let name = id.to_string();
         let dims = spec.shape.dims();
         use BlockParam::*;
+        if plan.keeps_f16(id) {
+            crate::pack::add_float(&mut w, ckpt, id, true).map_err(pack)?;
+            continue;
+        }
         match id {
             TensorId::Block(_, Gamma1 | Gamma2) | TensorId::TokenBlock(_, Gamma1 | Gamma2) => {}
             _ if id.is_linear_weight() => {
@@ -312,20 +330,15 @@ pub(crate) fn build(
         Ok(table)
     };
     let shape = [act::ROWS as u32, 2];
-    for i in 0..cfg.depth {
-        let t = Int8Tensor::BlockActQuant {
-            token_only: false,
-            index: i,
-        };
-        w.add_f32(&t.to_string(), &shape, &block_table(Site::Block(i))?)
-            .map_err(pack)?;
-    }
-    for i in 0..cfg.depth_token_only {
-        let t = Int8Tensor::BlockActQuant {
-            token_only: true,
-            index: i,
-        };
-        w.add_f32(&t.to_string(), &shape, &block_table(Site::TokenBlock(i))?)
+    let blocks = (0..cfg.depth)
+        .map(|i| (false, i, Site::Block(i)))
+        .chain((0..cfg.depth_token_only).map(|i| (true, i, Site::TokenBlock(i))));
+    for (token_only, index, site) in blocks {
+        if plan.f16_blocks.contains(&site) {
+            continue;
+        }
+        let t = Int8Tensor::BlockActQuant { token_only, index };
+        w.add_f32(&t.to_string(), &shape, &block_table(site)?)
             .map_err(pack)?;
     }
     let input = act_of(Tap {

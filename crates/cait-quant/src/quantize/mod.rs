@@ -13,7 +13,8 @@
 //!    the best end-to-end logit SQNR against the float logits is kept (the measured choice is
 //!    recorded in the pack);
 //! 4. likewise for q·kᵀ and attention·v in int8 or f32;
-//! 5. the chosen pack runs on the **report** images: its logit SQNR and top-1 agreement there go
+//! 5. with a [`Budget`], blocks are kept in f16 until the select images meet it (see [`mixed`]);
+//! 6. the chosen pack runs on the **report** images: its logit SQNR and top-1 agreement there go
 //!    into the summary and the pack's metadata; optionally the per-layer report measures both
 //!    engines on them, activation by activation.
 //!
@@ -22,6 +23,7 @@
 
 mod calib;
 mod int8;
+pub mod mixed;
 mod observe;
 mod report;
 pub mod split;
@@ -34,6 +36,7 @@ use std::fmt;
 use cait_core::{Point, Site, Tap};
 use cait_pack::{BlockParam, TensorId};
 
+pub use mixed::{Budget, MixedReport};
 pub use report::{Candidate, Choice, LayerRow, Report};
 
 use crate::data::Dataset;
@@ -147,6 +150,8 @@ pub struct Int8Options {
     pub report: bool,
     /// Where the calibration data came from, recorded in the pack.
     pub calib_source: String,
+    /// Keep blocks in f16 until this holds on the selection images (see [`mixed`]).
+    pub budget: Option<Budget>,
 }
 
 impl Default for Int8Options {
@@ -161,6 +166,7 @@ impl Default for Int8Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             report: false,
             calib_source: String::new(),
+            budget: None,
         }
     }
 }
@@ -232,6 +238,10 @@ pub enum QuantError {
         /// Image index.
         image: usize,
     },
+    /// A budget that is not a finite, non-negative number.
+    BadBudget(Budget),
+    /// `--max-drop` on images without labels.
+    BudgetNeedsLabels,
     /// The engine refused the pack or an input.
     Engine(cait_core::Error),
     /// A bug: the quantizer built something inconsistent.
@@ -278,6 +288,14 @@ impl fmt::Display for QuantError {
             QuantError::HoldoutNotFinite { image } => {
                 write!(f, "hold-out image {image} holds NaN or infinite values")
             }
+            QuantError::BadBudget(b) => write!(
+                f,
+                "budget {} is not a finite, non-negative number",
+                b.describe()
+            ),
+            QuantError::BudgetNeedsLabels => f.write_str(
+                "--max-drop measures top-1 accuracy, which needs labelled images: give labelled calibration data (IDX, or an image folder with class sub-folders) or --holdout with labels, or use --min-sqnr, which needs none",
+            ),
             QuantError::Engine(e) => write!(f, "engine: {e}"),
             QuantError::Internal(e) => write!(f, "internal error: {e}"),
         }
@@ -349,6 +367,32 @@ fn agreement(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64) {
     (e.sqnr_db(), same as f64 / want.len().max(1) as f64)
 }
 
+/// `want` and `got` (one logit vector per image) measured as [`mixed::Measured`]: with `labels`,
+/// also the drop in top-1 accuracy, in points.
+fn measure_logits(
+    want: &[Vec<f32>],
+    got: &[Vec<f32>],
+    labels: Option<&[u32]>,
+    bytes: usize,
+) -> mixed::Measured {
+    let (sqnr_db, agreement) = agreement(want, got);
+    let drop_points = labels.map(|labels| {
+        let correct = |l: &[Vec<f32>]| {
+            l.iter()
+                .zip(labels)
+                .filter(|(v, y)| argmax(v) == **y as usize)
+                .count() as f64
+        };
+        100.0 * (correct(want) - correct(got)) / want.len().max(1) as f64
+    });
+    mixed::Measured {
+        sqnr_db,
+        agreement,
+        drop_points,
+        bytes,
+    }
+}
+
 /// Runs `model` on images `0..n`, returning the logits in image order.
 fn logits_of(
     pack: &PackBuf,
@@ -374,7 +418,10 @@ fn logits_of(
     Ok(all.into_iter().map(|(_, l)| l).collect())
 }
 
-/// Per-layer report: both engines on every image, activation by activation.
+/// Float and quantized logits, one vector per image in image order.
+type LogitPairs = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// Per-layer report: both engines on every image, activation by activation; also their logits.
 #[allow(clippy::too_many_arguments)]
 fn measure(
     float: &PackBuf,
@@ -383,7 +430,7 @@ fn measure(
     unsmooth: &HashMap<Tap, (Vec<f32>, Vec<f32>)>,
     threads: usize,
     progress: &dyn Progress,
-) -> Result<(HashMap<Tap, Energy>, f64, f64), QuantError> {
+) -> Result<(HashMap<Tap, Energy>, LogitPairs), QuantError> {
     let (fm, qm) = (float.model()?, quant.model()?);
     type State<'a> = (
         Runner<'a>,
@@ -434,8 +481,7 @@ fn measure(
         want.push(w);
         got.push(g);
     }
-    let (sqnr, agree) = agreement(&want, &got);
-    Ok((energy, sqnr, agree))
+    Ok((energy, (want, got)))
 }
 
 /// An f16 pack of `ckpt` (see [`write_pack_f16`](crate::write_pack_f16)). With calibration data,
@@ -482,15 +528,17 @@ pub fn quantize_f16(
         top1_agreement: None,
         choices: Vec::new(),
         warnings: Vec::new(),
+        mixed: None,
     };
     if let Some(calib) = calib {
         check_calibration(ckpt, calib)?;
         let float = PackBuf::new(&crate::write_pack_f32(ckpt)?);
         let quant = PackBuf::new(&bytes);
         progress.begin("measure", calib.n as u64);
-        let (acts, sqnr, agree) =
+        let (acts, (want, got)) =
             measure(&float, &quant, calib, &HashMap::new(), threads, progress)?;
         progress.end();
+        let (sqnr, agree) = agreement(&want, &got);
         report.images = calib.n;
         report.layers = report::layers(&ckpt.config, &weights, &acts);
         report.logit_sqnr_db = Some(sqnr);
@@ -632,7 +680,16 @@ pub fn quantize_int8(
     if let Some(h) = &opts.holdout {
         check_holdout(ckpt, h)?;
     }
+    if let Some(b @ (Budget::MaxDrop(x) | Budget::MinSqnr(x))) = opts.budget
+        && (!x.is_finite() || x < 0.0)
+    {
+        return Err(QuantError::BadBudget(b));
+    }
     let parts = split::split(calib, opts.holdout.as_ref(), opts.select_images)?;
+    let labelled = parts.select.labels.is_some() && parts.report.labels.is_some();
+    if matches!(opts.budget, Some(Budget::MaxDrop(_))) && !labelled {
+        return Err(QuantError::BudgetNeedsLabels);
+    }
     let (fit, select_set, report_set) = (&parts.fit, &parts.select, &parts.report);
     let cfg = ckpt.config;
     let threads = opts.threads.max(1);
@@ -753,20 +810,31 @@ pub fn quantize_int8(
     progress.begin("float logits", select as u64);
     let float_select = logits_of(&float, select_set, select, threads, progress)?;
     progress.end();
-    let evaluate = |acts: &HashMap<Tap, ActParams>,
-                    smooth: &HashMap<Tap, Smooth>,
-                    qk: AttnMode,
-                    av: AttnMode|
-     -> Result<(f64, f64), QuantError> {
+    let measure_mix = |acts: &HashMap<Tap, ActParams>,
+                       smooth: &HashMap<Tap, Smooth>,
+                       qk: AttnMode,
+                       av: AttnMode,
+                       f16_blocks: &[Site]|
+     -> Result<mixed::Measured, QuantError> {
         let plan = Plan {
             smooth,
             acts,
             qk_int8: qk == AttnMode::Int8,
             av_int8: av == AttnMode::Int8,
+            f16_blocks,
         };
         let (bytes, _) = int8::build(ckpt, &plan, &[])?;
         let got = logits_of(&PackBuf::new(&bytes), select_set, select, threads, progress)?;
-        Ok(agreement(&float_select, &got))
+        let labels = select_set.labels.as_deref();
+        Ok(measure_logits(&float_select, &got, labels, bytes.len()))
+    };
+    let evaluate = |acts: &HashMap<Tap, ActParams>,
+                    smooth: &HashMap<Tap, Smooth>,
+                    qk: AttnMode,
+                    av: AttnMode|
+     -> Result<(f64, f64), QuantError> {
+        let m = measure_mix(acts, smooth, qk, av, &[])?;
+        Ok((m.sqnr_db, m.agreement))
     };
 
     // Choices, one at a time (attention int8 unless given): the smoothing with MSE ranges (or
@@ -926,12 +994,38 @@ pub fn quantize_int8(
         },
     });
 
+    // Mixed precision: blocks kept in f16 until the budget holds on the selection images.
+    let mut mix = None;
+    if let Some(budget) = opts.budget {
+        let blocks: Vec<Site> = (0..cfg.depth)
+            .map(Site::Block)
+            .chain((0..cfg.depth_token_only).map(Site::TokenBlock))
+            .collect();
+        progress.begin("mixed precision", ((2 * blocks.len() + 1) * select) as u64);
+        let base = measure_mix(&acts, smooth, qk, av, &[])?;
+        let chosen = mixed::choose(&blocks, base, budget, |kept| {
+            measure_mix(&acts, smooth, qk, av, kept)
+        })?;
+        progress.end();
+        if let Budget::MaxDrop(points) = budget {
+            let per_image = 100.0 / select.max(1) as f64;
+            if per_image > points {
+                warnings.push(format!(
+                    "one selection image is {per_image:.2} points of top-1 accuracy, more than the {points}-point budget: the budget was checked at that resolution; give more selection images (--select-count, more calibration or hold-out images)"
+                ));
+            }
+        }
+        mix = Some((budget, base, chosen));
+    }
+    let f16_blocks: Vec<Site> = mix.as_ref().map_or(Vec::new(), |m| m.2.kept.clone());
+
     // The pack, measured on the report images, then written with its record.
     let plan = Plan {
         smooth,
         acts: &acts,
         qk_int8: qk == AttnMode::Int8,
         av_int8: av == AttnMode::Int8,
+        f16_blocks: &f16_blocks,
     };
     // One pass of both engines over the report images: the logits always, every activation too
     // when the per-layer report is asked for (the metadata written below changes no numerics).
@@ -940,19 +1034,61 @@ pub fn quantize_int8(
     let passes = if opts.report { 1 } else { 2 };
     progress.begin("held-out images", (passes * report_set.n) as u64);
     let quant = PackBuf::new(&unrecorded);
-    let (acts, held_sqnr, held_agree) = if opts.report {
+    let (acts, held) = if opts.report {
         let unsmooth: HashMap<Tap, (Vec<f32>, Vec<f32>)> = smooth
             .iter()
+            .filter(|(t, _)| !f16_blocks.contains(&t.site))
             .map(|(t, s)| (*t, (s.scale.clone(), s.shift.clone())))
             .collect();
         measure(&float, &quant, report_set, &unsmooth, threads, progress)?
     } else {
         let want = logits_of(&float, report_set, report_set.n, threads, progress)?;
         let got = logits_of(&quant, report_set, report_set.n, threads, progress)?;
-        let (sqnr, agree) = agreement(&want, &got);
-        (HashMap::new(), sqnr, agree)
+        (HashMap::new(), (want, got))
     };
     progress.end();
+    let held = measure_logits(
+        &held.0,
+        &held.1,
+        report_set.labels.as_deref(),
+        unrecorded.len(),
+    );
+    let (held_sqnr, held_agree) = (held.sqnr_db, held.agreement);
+    let mixed_report = mix.map(|(budget, base, chosen)| {
+        let met_on_selection = budget.margin(&chosen.measured) >= 0.0;
+        let met_on_held_out = budget.margin(&held) >= 0.0;
+        if !met_on_selection {
+            warnings.push(format!(
+                "no mix of f16 blocks meets {}: the best measured keeps {} block(s) in f16 and gives {} on the selection images",
+                budget.describe(),
+                chosen.kept.len(),
+                budget.figure_text(&chosen.measured)
+            ));
+        } else if !met_on_held_out {
+            warnings.push(format!(
+                "{} holds on the selection images ({}) but not on the {} held-out images ({})",
+                budget.describe(),
+                budget.figure_text(&chosen.measured),
+                report_set.n,
+                budget.figure_text(&held)
+            ));
+        }
+        MixedReport {
+            budget: budget.describe(),
+            unit: budget.unit(),
+            kept: chosen.kept.iter().map(|&s| mixed::block_name(s)).collect(),
+            sensitivity: chosen
+                .sensitivity
+                .iter()
+                .map(|&(s, db)| (mixed::block_name(s), db))
+                .collect(),
+            selection: (budget.figure(&base), budget.figure(&chosen.measured)),
+            met_on_selection,
+            held_out: budget.figure(&held),
+            met_on_held_out,
+            added_bytes: chosen.measured.bytes.saturating_sub(base.bytes),
+        }
+    });
     let source = if opts.calib_source.is_empty() {
         String::new()
     } else {
@@ -990,6 +1126,23 @@ pub fn quantize_int8(
             ),
         ),
     ];
+    if let Some(m) = &mixed_report {
+        let kept = if m.kept.is_empty() {
+            "none (the all-int8 pack meets it)".to_string()
+        } else {
+            m.kept.join(", ")
+        };
+        metadata.push((
+            "quant.mixed".into(),
+            format!(
+                "{}: blocks kept in f16: {kept}; {} on {select} selection images, {} on {} held-out images",
+                m.budget,
+                met_text(m.met_on_selection, m.selection.1),
+                met_text(m.met_on_held_out, m.held_out),
+                report_set.n
+            ),
+        ));
+    }
     for c in &choices {
         if !c.candidates.is_empty() {
             let measured: Vec<String> = c
@@ -1024,8 +1177,14 @@ pub fn quantize_int8(
         top1_agreement: Some(held_agree),
         choices,
         warnings,
+        mixed: mixed_report,
     };
     Ok(Quantized { bytes, report })
+}
+
+/// `met (31.20)` / `not met (28.10)`.
+fn met_text(met: bool, figure: f64) -> String {
+    format!("{} ({figure:.2})", if met { "met" } else { "not met" })
 }
 
 /// The range of `(x - shift[c]) / scale[c]` over channels with ranges `channels`.

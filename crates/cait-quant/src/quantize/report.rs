@@ -8,6 +8,7 @@ use cait_core::{Point, Site, Tap};
 use cait_pack::ModelConfig;
 use serde_json::{Value, json};
 
+use super::mixed::MixedReport;
 use super::observe::Energy;
 
 /// One measured alternative of a quantization choice.
@@ -68,6 +69,8 @@ pub struct Report {
     pub choices: Vec<Choice>,
     /// What the user should know about these figures (too few held-out images ...).
     pub warnings: Vec<String>,
+    /// Mixed precision, when a budget was given: the blocks kept in f16 and what they bought.
+    pub mixed: Option<MixedReport>,
 }
 
 fn tap(site: Site, point: Point) -> Tap {
@@ -186,6 +189,18 @@ impl Report {
             "warnings": self.warnings,
             "logit_sqnr_db": self.logit_sqnr_db.map(db),
             "top1_agreement": self.top1_agreement,
+            "mixed": self.mixed.as_ref().map(|m| json!({
+                "budget": m.budget,
+                "unit": m.unit,
+                "f16_blocks": m.kept,
+                "sensitivity": m.sensitivity.iter().map(|(b, v)| json!({"block": b, "logit_sqnr_db": db(*v)})).collect::<Vec<_>>(),
+                "selection_int8": m.selection.0,
+                "selection": m.selection.1,
+                "met_on_selection": m.met_on_selection,
+                "held_out": m.held_out,
+                "met_on_held_out": m.met_on_held_out,
+                "added_bytes": m.added_bytes,
+            })),
             "layers": self.layers.iter().map(|l| json!({
                 "name": l.name,
                 "weight_sqnr_db": l.weight_sqnr_db.map(db),
@@ -235,6 +250,40 @@ impl Report {
                     100.0 * k.top1_agreement
                 );
             }
+        }
+        if let Some(m) = &self.mixed {
+            let kept = if m.kept.is_empty() {
+                "none".to_string()
+            } else {
+                m.kept.join(", ")
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<24} {} (all-int8 {:.2} → {:.2} on {} selection images; {:.2} on {} held-out: {})",
+                "mixed",
+                kept,
+                m.budget,
+                m.selection.0,
+                m.selection.1,
+                self.select_images,
+                m.held_out,
+                self.images,
+                if m.met_on_held_out { "met" } else { "not met" }
+            );
+            for (b, v) in &m.sensitivity {
+                let _ = writeln!(
+                    s,
+                    "  {:<12}   {:<22} logit SQNR {:>6} dB with only it in f16",
+                    "",
+                    b,
+                    db_text(*v)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  {:<12}   the f16 blocks add {} bytes to the pack",
+                "", m.added_bytes
+            );
         }
         let _ = writeln!(s);
         let _ = writeln!(

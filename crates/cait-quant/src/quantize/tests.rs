@@ -538,3 +538,155 @@ fn few_sample_smoothing_comes_from_the_layer_norm() {
         );
     }
 }
+
+/// Mixed precision on an outlier checkpoint whose all-int8 pack misses a logit SQNR budget: blocks
+/// are kept in f16, most sensitive first; the pack marks exactly those (f16 weights, no activation
+/// table); the model needs the mixed workspace and refuses one byte less; the held-out figures
+/// are the pack's own; an unreachable budget is a stated best effort, not an error.
+#[test]
+fn a_sqnr_budget_keeps_the_most_sensitive_blocks_in_f16() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 5, &[3, 17]);
+    let calib = images(&cfg, 48, 2);
+    let plain = quantize_int8(
+        &ckpt,
+        &calib,
+        &fixed(CalibMethod::MinMax, Smoothing::Off),
+        &Silent,
+    )
+    .unwrap();
+    assert!(plain.report.mixed.is_none());
+    let target = plain.report.logit_sqnr_db.unwrap() + 4.0;
+    let opts = Int8Options {
+        budget: Some(Budget::MinSqnr(target)),
+        ..fixed(CalibMethod::MinMax, Smoothing::Off)
+    };
+    let q = quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
+    let m = q.report.mixed.as_ref().unwrap();
+    assert_eq!(m.unit, "dB");
+    assert!(!m.kept.is_empty(), "{m:?}");
+    assert_eq!(m.sensitivity.len(), 4, "every block measured: {m:?}");
+    assert!(m.sensitivity.windows(2).all(|w| w[0].1 >= w[1].1));
+    assert_eq!(m.kept[0], m.sensitivity[0].0, "most sensitive first");
+    assert!(m.selection.1 > m.selection.0, "{m:?}");
+    assert_eq!(m.met_on_selection, m.selection.1 >= target);
+    assert!(m.added_bytes > 0);
+
+    let pack = Pack::parse(&q.bytes).unwrap();
+    let kept: Vec<String> = cait_pack::int8::f16_blocks(&pack)
+        .map(|(t, i)| {
+            mixed::block_name(if t {
+                Site::TokenBlock(i)
+            } else {
+                Site::Block(i)
+            })
+        })
+        .collect();
+    let mut want = m.kept.clone();
+    want.sort();
+    assert_eq!(kept, want);
+    for name in &m.kept {
+        assert!(pack.tensor_by_name(&format!("{name}.act_quant")).is_none());
+        assert!(pack.tensor_by_name(&format!("{name}.gamma_1")).is_some());
+    }
+    let model = Model::from_pack(&pack).unwrap();
+    let ws = model.workspace_bytes();
+    assert_eq!(ws, cait_core::mixed_workspace_bytes(&cfg));
+    assert_eq!(ws, cait_core::pack_workspace_bytes(&pack));
+    assert!(ws > cait_core::workspace_bytes(&cfg, Precision::Int8));
+    let mut buf = vec![0u64; ws.div_ceil(8)];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+    let mut out = vec![0.0f32; 10];
+    let image = &calib.images[..calib.sample_len()];
+    assert!(matches!(
+        model.forward(image, &mut bytes[..ws - 1], &mut out),
+        Err(cait_core::Error::WorkspaceTooSmall { .. })
+    ));
+    model.forward(image, &mut bytes[..ws], &mut out).unwrap();
+
+    // The held-out figures are the mixed pack's own, on the report images.
+    let report = split::split(&calib, None, opts.select_images)
+        .unwrap()
+        .report;
+    let float = logits(&crate::write_pack_f32(&ckpt).unwrap(), &report);
+    let (sqnr, _) = agreement(&float, &logits(&q.bytes, &report));
+    assert_eq!(q.report.logit_sqnr_db, Some(sqnr));
+    assert_eq!(m.held_out, sqnr);
+    assert_eq!(m.met_on_held_out, sqnr >= target);
+    assert!(
+        pack.metadata()
+            .get("quant.mixed")
+            .is_some_and(|v| v.contains(&m.kept[0]))
+    );
+
+    // No mix reaches 200 dB: the best measured, and a warning that says so.
+    let opts = Int8Options {
+        budget: Some(Budget::MinSqnr(200.0)),
+        ..fixed(CalibMethod::MinMax, Smoothing::Off)
+    };
+    let q = quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
+    let m = q.report.mixed.as_ref().unwrap();
+    assert!(!m.met_on_selection && !m.met_on_held_out);
+    assert!(
+        q.report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("no mix of f16 blocks meets logit SQNR ≥ 200 dB")),
+        "{:?}",
+        q.report.warnings
+    );
+}
+
+/// A top-1 budget needs labels; a budget must be a finite, non-negative number.
+#[test]
+fn bad_budgets_are_refused() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 5, &[]);
+    let calib = images(&cfg, 16, 2);
+    let run = |b: Budget| {
+        let opts = Int8Options {
+            budget: Some(b),
+            ..fixed(CalibMethod::MinMax, Smoothing::Off)
+        };
+        quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap_err()
+    };
+    let e = run(Budget::MaxDrop(0.1));
+    assert!(matches!(e, QuantError::BudgetNeedsLabels), "{e:?}");
+    assert!(
+        e.to_string().contains("--min-sqnr, which needs none"),
+        "{e}"
+    );
+    assert!(matches!(
+        run(Budget::MaxDrop(-1.0)),
+        QuantError::BadBudget(_)
+    ));
+    let e = run(Budget::MinSqnr(f64::NAN));
+    assert_eq!(
+        e.to_string(),
+        "budget logit SQNR ≥ NaN dB is not a finite, non-negative number"
+    );
+}
+
+/// A top-1 budget on labelled images: the drop is measured against the labels, and a budget the
+/// all-int8 pack meets keeps nothing.
+#[test]
+fn a_drop_budget_the_int8_pack_meets_keeps_nothing() {
+    let cfg = config();
+    let ckpt = checkpoint(cfg, 5, &[]);
+    let mut calib = images(&cfg, 32, 2);
+    // Labels: the float model's own classes, so the float accuracy is 100%.
+    let float = logits(&crate::write_pack_f32(&ckpt).unwrap(), &calib);
+    calib.labels = Some(float.iter().map(|l| observe::argmax(l) as u32).collect());
+    let opts = Int8Options {
+        budget: Some(Budget::MaxDrop(100.0)),
+        ..fixed(CalibMethod::MinMax, Smoothing::Off)
+    };
+    let q = quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
+    let m = q.report.mixed.as_ref().unwrap();
+    assert!(m.kept.is_empty() && m.sensitivity.is_empty());
+    assert_eq!(m.unit, "points");
+    // With the float model's classes as labels, the drop is the disagreement.
+    let agree = q.report.top1_agreement.unwrap();
+    assert!((m.held_out - 100.0 * (1.0 - agree)).abs() < 1e-9, "{m:?}");
+    assert!(m.met_on_held_out && m.added_bytes == 0);
+}

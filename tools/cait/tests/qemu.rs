@@ -192,6 +192,58 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
     }
 }
 
+/// A mixed pack of the bundled model — `cait quantize --min-sqnr` above what all-int8 reaches, so
+/// some blocks are kept in f16 — runs on both boards bit-exact with the host: the f16 blocks on
+/// the float block code and the mixed workspace layout, the rest on the int8 kernels (DSP on).
+#[test]
+fn bundled_mixed_pack_is_bit_exact_on_both_boards() {
+    require_qemu();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
+    let input = models.join("samples.npy");
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("mixed.cait");
+    let out = cait()
+        .args([
+            "quantize",
+            "--precision",
+            "int8",
+            "--json",
+            "--min-sqnr",
+            "42",
+        ])
+        .args([
+            "--calib",
+            "/usr/share/datasets/fashion-mnist",
+            "--calib-count",
+            "512",
+        ])
+        .arg("-o")
+        .arg(&pack)
+        .arg(&models)
+        .output()
+        .unwrap();
+    let q = json_of(&out, "cait quantize --min-sqnr");
+    let kept = q["report"]["mixed"]["f16_blocks"].as_array().unwrap();
+    assert!(!kept.is_empty(), "no block kept in f16: {q}");
+    let host = host_logits(&pack, &input);
+    for machine in ["mps2-an386", "mps2-an500"] {
+        let run = device(&pack, &input, machine, &[]);
+        assert_bit_exact(&logits(&run), &host, machine);
+        assert_eq!(
+            run["workspace_bytes"], q["workspace_bytes"],
+            "{machine}: the firmware sizes the mixed workspace"
+        );
+        eprintln!(
+            "{machine}: mixed pack ({} kept in f16): {} instructions/inference, RAM {} B + stack {} B, flash {} B",
+            kept.len(),
+            run["instructions"],
+            run["ram_bytes"],
+            run["peak_stack_bytes"],
+            run["flash_bytes"]
+        );
+    }
+}
+
 /// A second fixture (one input channel, its own shapes) on the Cortex-M4.
 #[test]
 fn f32_gray_is_bit_exact_on_cortex_m4() {

@@ -431,3 +431,109 @@ fn int8_with_a_holdout_set_and_too_few_images() {
     ];
     assert_error(&cait(&f16), &["--holdout is only used by int8"]);
 }
+
+/// `--min-sqnr` / `--max-drop`: a budget above what all-int8 reaches keeps blocks in f16 (the
+/// summary, the JSON report and `inspect` say which, and the pack runs); an unreachable budget is
+/// a best effort with a warning; a top-1 budget without labels, a negative budget and a budget on a
+/// float pack are one-line errors.
+#[test]
+fn mixed_precision_budgets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = calibration(tmp.path(), 24, 3, 32);
+    let ckpt = tiny().join("model.safetensors");
+    let pack = tmp.path().join("mixed.cait");
+    let run = |precision: &'static str, extra: &[&str]| {
+        let mut a = vec![
+            "quantize",
+            p(&ckpt),
+            "--precision",
+            precision,
+            "--calib",
+            p(&calib),
+            "-o",
+            p(&pack),
+            "--method",
+            "minmax",
+        ];
+        a.extend(extra);
+        cait(&a)
+    };
+    let plain = json(&ok(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int8",
+        "--calib",
+        p(&calib),
+        "-o",
+        p(&pack),
+        "--method",
+        "minmax",
+        "--json",
+    ]));
+    // Well above the held-out figure, and above the selection figure (6 images each: they differ).
+    let target = plain["report"]["logit_sqnr_db"].as_f64().unwrap() + 6.0;
+    let target = format!("{target:.1}");
+    let out = run("int8", &["--min-sqnr", &target, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    let m = &v["report"]["mixed"];
+    assert_eq!(m["unit"], "dB");
+    let kept: Vec<&str> = m["f16_blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(!kept.is_empty(), "{m}");
+    let inspect = json(&ok(&["inspect", "--json", p(&pack)]));
+    let mut listed: Vec<&str> = inspect["f16_blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["block"].as_str().unwrap())
+        .collect();
+    let mut kept_sorted = kept.clone();
+    kept_sorted.sort();
+    listed.sort();
+    assert_eq!(listed, kept_sorted);
+    assert_eq!(inspect["workspace_bytes"], v["workspace_bytes"]);
+    // The mixed pack classifies.
+    let input = tiny().join("input.npy");
+    let c = json(&ok(&["classify", "--json", "--model", p(&pack), p(&input)]));
+    assert_eq!(c["results"].as_array().unwrap().len(), 2);
+    // The summary line.
+    let out = run("int8", &["--min-sqnr", &target]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("mixed precision: logit SQNR ≥ {target} dB: ")),
+        "{err}"
+    );
+
+    // Unreachable: a best effort, with a warning.
+    let out = run("int8", &["--min-sqnr", "150"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT met on the selection images")
+            && err.contains("warning: no mix of f16 blocks meets logit SQNR ≥ 150 dB"),
+        "{err}"
+    );
+
+    assert_error(
+        &run("int8", &["--max-drop", "0.1"]),
+        &["--max-drop measures top-1 accuracy, which needs labelled images"],
+    );
+    assert_error(
+        &run("int8", &["--min-sqnr=-3"]),
+        &["budget logit SQNR ≥ -3 dB is not a finite, non-negative number"],
+    );
+    assert_error(
+        &run("f16", &["--min-sqnr", "30"]),
+        &["--max-drop and --min-sqnr choose int8 mixed precision"],
+    );
+}

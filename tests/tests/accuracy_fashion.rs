@@ -6,9 +6,10 @@
 //! - for each: top-1 accuracy, top-1 agreement, logit SQNR.
 //!
 //! Every image runs (no sample); the core runs on all cores, the test profile is optimised
-//! (`[profile.dev] opt-level = 3`). The int8 pack is calibrated on the first 256 *training* images,
-//! with every choice measured as `cait quantize` does by default (half of them fit the ranges, a
-//! quarter choose, a quarter report).
+//! (`[profile.dev] opt-level = 3`). The int8 pack is calibrated as the committed one is
+//! (`models/fashion-cait/README.md`): on the first 4,096 *training* images, every choice measured
+//! as `cait quantize` does by default (half of them fit the ranges, a quarter — all 1,024, no cap —
+//! choose, a quarter report), so the test images are ones it never saw.
 
 use std::path::{Path, PathBuf};
 
@@ -129,7 +130,7 @@ fn fashion_mnist_f32_f16_int8() {
     let labels = test.labels.clone().unwrap();
     let calib_opts = DataOptions {
         split: Split::Train,
-        limit: Some(256),
+        limit: Some(4096),
         ..DataOptions::default()
     };
     let calib = data::load(Path::new(FASHION_MNIST), &calib_opts, &cfg, &pre).unwrap();
@@ -138,7 +139,11 @@ fn fashion_mnist_f32_f16_int8() {
     let f32_logits = core_logits(&write_pack_f32(&ckpt).unwrap(), &test);
     let f16 = quantize::quantize_f16(&ckpt, None, 2, &Silent).unwrap();
     let f16_logits = core_logits(&f16.bytes, &test);
-    let int8 = quantize::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
+    let int8_opts = Int8Options {
+        select_images: 0,
+        ..Int8Options::default()
+    };
+    let int8 = quantize::quantize_int8(&ckpt, &calib, &int8_opts, &Silent).unwrap();
     let int8_logits = core_logits(&int8.bytes, &test);
 
     let max_abs = f32_logits
@@ -205,9 +210,9 @@ fn fashion_mnist_f32_f16_int8() {
     assert!(s16.agreement >= 0.999, "f16 agreement {}", s16.agreement);
     assert!(s16.sqnr_db >= 40.0, "f16 logit SQNR {}", s16.sqnr_db);
 
-    // int8, calibrated with the held-out protocol (128 images fit, 64 choose, 64 report): top-1
-    // within 0.1 points of f32 (held-out int8 issue acceptance; measured 0.06), agreement at least
-    // 99.7% (measured 99.75%; the issue's goal of 99.8% needs the mixed-precision budget).
+    // int8, calibrated with the held-out protocol (2,048 images fit, 1,024 choose, 1,024 report):
+    // top-1 within 0.1 points of f32 and agreement at least 99.8% (held-out int8 issue acceptance;
+    // measured 0.07 points and 99.84%).
     // Logit SQNR: int8 activations and weights hold ~40 dB each; end to end at least 20 dB.
     assert!(
         (s8.top1 - s32.top1).abs() <= 0.001,
@@ -215,6 +220,6 @@ fn fashion_mnist_f32_f16_int8() {
         s8.top1,
         s32.top1
     );
-    assert!(s8.agreement >= 0.997, "int8 agreement {}", s8.agreement);
+    assert!(s8.agreement >= 0.998, "int8 agreement {}", s8.agreement);
     assert!(s8.sqnr_db >= 20.0, "int8 logit SQNR {}", s8.sqnr_db);
 }

@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p cait-quant --example int8_family -- [--img 64] [--calib 128] [--test 64] \
 //!     [--member NAME]... [--method minmax|percentile|mse] [--smoothing off|ALPHA] [--json] \
-//!     [--write DIR]
+//!     [--min-sqnr DB] [--write DIR]
 //! ```
 //! For each member: `quantize_int8` with every choice automatic (or as given) on `--calib`
 //! images of the calibration stream, then the int8 pack and the f32 pack on `--test` images of a
@@ -28,6 +28,7 @@ struct Args {
     members: Vec<String>,
     method: Option<CalibMethod>,
     smoothing: Option<Smoothing>,
+    min_sqnr: Option<f64>,
     json: bool,
     write: Option<PathBuf>,
 }
@@ -40,6 +41,7 @@ fn parse() -> Result<Args, String> {
         members: Vec::new(),
         method: None,
         smoothing: None,
+        min_sqnr: None,
         json: false,
         write: None,
     };
@@ -53,6 +55,10 @@ fn parse() -> Result<Args, String> {
             "--test" => a.test = number(value()?)?,
             "--member" => a.members.push(value()?),
             "--json" => a.json = true,
+            "--min-sqnr" => {
+                let v = value()?;
+                a.min_sqnr = Some(v.parse().map_err(|_| format!("--min-sqnr {v}"))?);
+            }
             "--write" => a.write = Some(PathBuf::from(value()?)),
             "--method" => {
                 let v = value()?;
@@ -141,6 +147,7 @@ fn main() {
         let opts = Int8Options {
             method: args.method,
             smoothing: args.smoothing,
+            budget: args.min_sqnr.map(quantize::Budget::MinSqnr),
             ..Int8Options::default()
         };
         let t = Instant::now();
@@ -150,7 +157,10 @@ fn main() {
         let a = compare(&float, &run_pack(&q.bytes, &test.images));
         let (worst, mean, sqnr, agree) = (a.worst_cosine, a.mean_cosine, a.sqnr_db, a.top1);
         let reported = q.report.logit_sqnr_db.unwrap_or(f64::NAN);
-        let choices: Vec<String> = q.report.choices.iter().map(|c| c.chosen.clone()).collect();
+        let mut choices: Vec<String> = q.report.choices.iter().map(|c| c.chosen.clone()).collect();
+        if let Some(mixed) = &q.report.mixed {
+            choices.push(format!("f16: [{}]", mixed.kept.join(" ")));
+        }
         if args.json {
             rows.push(serde_json::json!({
                 "member": m.name, "worst_cosine": worst, "mean_cosine": mean,

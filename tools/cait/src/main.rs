@@ -89,7 +89,23 @@ pub struct ModelArgs {
     pub global_pool: Option<String>,
 }
 
+/// Rust ignores SIGPIPE, so writing to a closed pipe (`cait classify … | head -1`) is an error that
+/// `println!` turns into a panic. Restore the default action: the process ends quietly when its
+/// reader goes away, as `cat` or `grep` do.
+#[cfg(unix)]
+fn end_quietly_on_broken_pipe() {
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid action
+    // for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_broken_pipe() {}
+
 fn main() -> ExitCode {
+    end_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),

@@ -162,3 +162,37 @@ fn burn_backend_needs_a_checkpoint_not_a_pack() {
     ]);
     assert_error(&out, &["burn-cpu", "checkpoint", "--backend core"]);
 }
+
+/// `cait … | head -1`: when the reader goes away, cait ends quietly (killed by SIGPIPE, as `cat`
+/// is), not with a panic, a backtrace and exit code 101. The read end is closed before cait
+/// writes anything, so every one of its writes meets a closed pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let input = tiny().join("input.npy");
+    let model = tiny().join("model.safetensors");
+    for args in [
+        vec!["inspect", p(&model)],
+        vec!["classify", "--model", p(&model), p(&input)],
+        vec!["classify", "--json", "--model", p(&model), p(&input)],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cait"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

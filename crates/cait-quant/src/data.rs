@@ -135,6 +135,17 @@ pub enum DataError {
         /// The path.
         path: PathBuf,
     },
+    /// A `.npy` batch holds a NaN or infinite value.
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// Image index in the batch.
+        image: usize,
+        /// `[c, y, x]` within the image.
+        element: [usize; 3],
+        /// The value.
+        value: f32,
+    },
 }
 
 impl fmt::Display for DataError {
@@ -166,6 +177,16 @@ impl fmt::Display for DataError {
             DataError::Empty { path } => {
                 write!(f, "{}: the dataset holds no images", path.display())
             }
+            DataError::NotFinite {
+                path,
+                image,
+                element: [c, y, x],
+                value,
+            } => write!(
+                f,
+                "{}[{image}]: element [{c}, {y}, {x}] is {value}; inputs must be finite, normalized values",
+                path.display()
+            ),
         }
     }
 }
@@ -253,6 +274,25 @@ pub fn load(
     Ok(data)
 }
 
+/// Refuses a NaN or infinite value in `images` (`[N, C, H, W]` with `chw` per image), read from
+/// `path`, naming the image and the element: the engine would turn it into confident nonsense (int8
+/// quantizes NaN to -128).
+pub fn check_finite(path: &Path, images: &[f32], chw: [usize; 3]) -> Result<(), DataError> {
+    let per = chw.iter().product::<usize>().max(1);
+    match images.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(at) => {
+            let j = at % per;
+            Err(DataError::NotFinite {
+                path: path.to_path_buf(),
+                image: at / per,
+                element: [j / (chw[1] * chw[2]), j / chw[2] % chw[1], j % chw[2]],
+                value: images[at],
+            })
+        }
+    }
+}
+
 fn load_npy(path: &Path, labels: Option<&Path>, cfg: &ModelConfig) -> Result<Dataset, DataError> {
     let (shape, images) = npy::read_f32(path)?;
     let want = model_shape(cfg);
@@ -266,6 +306,7 @@ fn load_npy(path: &Path, labels: Option<&Path>, cfg: &ModelConfig) -> Result<Dat
             });
         }
     };
+    check_finite(path, &images, want)?;
     let labels = match labels {
         None => None,
         Some(lp) => {
@@ -293,6 +334,11 @@ fn load_npy(path: &Path, labels: Option<&Path>, cfg: &ModelConfig) -> Result<Dat
         sample_shape: want,
         class_names: None,
     })
+}
+
+/// Whether `dir` is an IDX folder holding `split` (what [`load`] reads as IDX).
+pub fn is_idx_folder(dir: &Path, split: Split) -> bool {
+    idx_files(dir, split).is_some()
 }
 
 /// `(images, labels)` of an IDX folder's split, if `dir` is one.
@@ -483,6 +529,66 @@ fn load_image_folder(
         sample_shape: model_shape(cfg),
         class_names: Some(names),
     })
+}
+
+/// How a dataset's classes were matched to a model's labels ([`map_classes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassMap {
+    /// Nothing to match: the dataset names no classes (a `.npy` batch, whose labels are the model's
+    /// indices) or the model has no label names.
+    Indices,
+    /// Every class name is one of the model's labels; the labels now are the model's indices.
+    ByName,
+    /// Some class names are none of the model's labels (listed): the labels stay the dataset's
+    /// own indices (`class i` = the i-th name).
+    Unmatched(Vec<String>),
+}
+
+/// A class name as timm's `--class-map` users write it: lower case, letters and digits only
+/// (`T-shirt/top`, `t_shirt_top` and `TShirt Top` are one class).
+fn class_key(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Renumbers `data`'s labels to the model's: an image folder numbers its class sub-folders in
+/// sorted order, which is not the model's order; each class name is looked up among
+/// `model_labels` (case and punctuation insensitive). When every name matches a distinct label,
+/// the labels become the model's indices and `class_names` the model's labels; otherwise nothing
+/// changes and the unmatched names are returned for the caller to report.
+pub fn map_classes(data: &mut Dataset, model_labels: &[&str]) -> ClassMap {
+    let Some(names) = &data.class_names else {
+        return ClassMap::Indices;
+    };
+    if model_labels.is_empty() {
+        return ClassMap::Indices;
+    }
+    let keys: Vec<String> = model_labels.iter().map(|l| class_key(l)).collect();
+    let mut to_model = Vec::with_capacity(names.len());
+    let mut unmatched = Vec::new();
+    for name in names {
+        let key = class_key(name);
+        let hits: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == key).collect();
+        match hits.as_slice() {
+            [one] if !to_model.contains(&(*one as u32)) => to_model.push(*one as u32),
+            _ => unmatched.push(name.clone()),
+        }
+    }
+    if !unmatched.is_empty() {
+        return ClassMap::Unmatched(unmatched);
+    }
+    if let Some(labels) = &mut data.labels {
+        for l in labels.iter_mut() {
+            // Labels index `names` (the loader made them so); an out-of-range one stays as is.
+            if let Some(&m) = to_model.get(*l as usize) {
+                *l = m;
+            }
+        }
+    }
+    data.class_names = Some(model_labels.iter().map(|l| l.to_string()).collect());
+    ClassMap::ByName
 }
 
 /// Decodes and preprocesses one image file (PNG or JPEG) for the model.
@@ -802,6 +908,57 @@ mod tests {
             out.iter().all(|&v| (v - white).abs() < 1e-6),
             "{:?}",
             &out[..28]
+        );
+    }
+
+    fn named(names: &[&str], labels: &[u32]) -> Dataset {
+        Dataset {
+            images: vec![0.0; labels.len()],
+            labels: Some(labels.to_vec()),
+            n: labels.len(),
+            sample_shape: [1, 1, 1],
+            class_names: Some(names.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// Sub-folders named after the model's classes (sorted: `Bag` < `Sneaker`) are scored as the
+    /// model's classes, whatever their case and punctuation.
+    #[test]
+    fn folder_classes_map_to_the_models_labels_by_name() {
+        let model = FASHION_MNIST_CLASSES;
+        let mut d = named(&["Bag", "sneaker", "t_shirt_top"], &[0, 1, 2, 2]);
+        assert_eq!(map_classes(&mut d, &model), ClassMap::ByName);
+        assert_eq!(d.labels.as_deref(), Some(&[8, 7, 0, 0][..]));
+        assert_eq!(d.class_names.as_ref().unwrap()[8], "Bag");
+        // A name that is none of the model's classes: nothing changes, and it is named.
+        let mut d = named(&["Bag", "Boots"], &[0, 1]);
+        assert_eq!(
+            map_classes(&mut d, &model),
+            ClassMap::Unmatched(vec!["Boots".into()])
+        );
+        assert_eq!(d.labels.as_deref(), Some(&[0, 1][..]));
+        // Two folders for one class are not a mapping either.
+        let mut d = named(&["Bag", "bag!"], &[0, 1]);
+        assert_eq!(
+            map_classes(&mut d, &model),
+            ClassMap::Unmatched(vec!["bag!".into()])
+        );
+        // No names on either side.
+        let mut d = named(&["a", "b"], &[0, 1]);
+        assert_eq!(map_classes(&mut d, &[]), ClassMap::Indices);
+        d.class_names = None;
+        assert_eq!(map_classes(&mut d, &model), ClassMap::Indices);
+    }
+
+    #[test]
+    fn non_finite_values_are_named() {
+        let mut v = vec![0.0f32; 2 * 3 * 4 * 5];
+        assert!(check_finite(Path::new("x.npy"), &v, [3, 4, 5]).is_ok());
+        v[60 + 20 + 5 + 2] = f32::NAN;
+        let e = check_finite(Path::new("x.npy"), &v, [3, 4, 5]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.npy[1]: element [1, 1, 2] is NaN; inputs must be finite, normalized values"
         );
     }
 }

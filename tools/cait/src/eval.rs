@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use cait_quant::data::{self, DataOptions, Split};
+use cait_pack::Pack;
+use cait_quant::data::{self, ClassMap, DataOptions, Dataset, Split};
+use indicatif::ProgressBar;
 use serde_json::json;
 
-use crate::model::{LoadedModel, Runner};
+use crate::model::{LoadedModel, Runner, load_path, parse_pool};
 use crate::{Backend, ModelArgs, progress};
 
 #[derive(clap::Args)]
@@ -16,7 +18,9 @@ pub struct Args {
     model: ModelArgs,
     /// A `.npy` float32 batch [N, C, H, W] (normalized; labels from --labels), a Fashion-MNIST IDX
     /// folder (e.g. /usr/share/datasets/fashion-mnist), or an image folder with one sub-folder per
-    /// class.
+    /// class. Sub-folders named after the model's classes (case and punctuation aside: `t_shirt_top`
+    /// is `T-shirt/top`) are scored as those classes; otherwise the sorted sub-folders are classes
+    /// 0, 1, … and a warning prints the mapping.
     #[arg(long, value_name = "DATA")]
     data: PathBuf,
     /// Labels of a `.npy` batch: 1-D integer `.npy` of length N.
@@ -28,9 +32,14 @@ pub struct Args {
     /// Evaluate only the first N images.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Print one JSON object: {"n", "top1", "top5", ...}.
+    /// Print one JSON object: {"model", "data", "n", "top1", "top5", "class_names", ...}.
     #[arg(long)]
     json: bool,
+    /// Also run this float model (a pack or a checkpoint, on the core backend) on the same images
+    /// and report the top-1 agreement and logit SQNR against it: the regression check for a
+    /// quantized pack.
+    #[arg(long, value_name = "FLOAT_MODEL")]
+    reference: Option<PathBuf>,
     /// Also print the confusion matrix (rows: true class, columns: predicted).
     #[arg(long)]
     confusion: bool,
@@ -96,7 +105,26 @@ pub fn run(args: Args) -> Result<()> {
         labels: args.labels.clone(),
         limit: args.limit,
     };
-    let dataset = data::load(&args.data, &opts, &cfg, pack.preprocess())?;
+    let mut dataset = data::load(&args.data, &opts, &cfg, pack.preprocess())?;
+    let model_labels: Vec<&str> = pack.labels().iter().collect();
+    let folder_names = dataset.class_names.clone();
+    if let (ClassMap::Unmatched(missing), Some(names)) = (
+        data::map_classes(&mut dataset, &model_labels),
+        &folder_names,
+    ) {
+        let mapping: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i} = {n}"))
+            .collect();
+        eprintln!(
+            "warning: {} of {}'s classes ({}) are not among the model's labels: scoring the dataset's classes by position ({}), which may not be the model's order",
+            missing.len(),
+            args.data.display(),
+            missing.join(", "),
+            mapping.join(", ")
+        );
+    }
     let Some(labels) = dataset.labels.as_deref() else {
         bail!(
             "{}: a .npy batch needs --labels LABELS.npy to be scored",
@@ -107,78 +135,77 @@ pub fn run(args: Args) -> Result<()> {
     if cfg.num_classes == 0 {
         bail!("the model has no classification head (num_classes 0): nothing to score");
     }
+    let reference = match &args.reference {
+        None => None,
+        Some(path) => {
+            let r = load_path(path, parse_pool(args.model.global_pool.as_deref())?)
+                .with_context(|| format!("--reference {}", path.display()))?;
+            let rc = *r.pack()?.config();
+            if rc.logits_len() != classes
+                || rc.img_size != cfg.img_size
+                || rc.in_chans != cfg.in_chans
+            {
+                bail!(
+                    "--reference {}: it takes {}x{}x{} images and gives {} logits, the model {}x{}x{} and {}",
+                    path.display(),
+                    rc.in_chans,
+                    rc.img_size[0],
+                    rc.img_size[1],
+                    rc.logits_len(),
+                    cfg.in_chans,
+                    cfg.img_size[0],
+                    cfg.img_size[1],
+                    classes
+                );
+            }
+            Some(r)
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.threads.is_some() && args.backend != Backend::Core {
+        bail!("--threads applies to the core backend; burn chooses its own parallelism");
+    }
 
     let bar = progress::bar(dataset.n as u64, "eval");
     let start = Instant::now();
-    let mut logits = vec![0.0f32; dataset.n * classes];
-    if args.backend == Backend::Core {
-        let threads = args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .clamp(1, dataset.n.max(1));
-        let per = dataset.n.div_ceil(threads).max(1);
-        std::thread::scope(|s| -> Result<()> {
-            let workers: Vec<_> = logits
-                .chunks_mut(per * classes)
-                .enumerate()
-                .map(|(t, out)| {
-                    let (loaded, pack, dataset, bar) = (&loaded, &pack, &dataset, &bar);
-                    s.spawn(move || -> Result<()> {
-                        let mut runner = Runner::new(loaded, pack, args.backend)?;
-                        for (j, row) in out.chunks_exact_mut(classes).enumerate() {
-                            let pred = runner.run(dataset.image(t * per + j))?;
-                            row.copy_from_slice(&pred.logits);
-                            bar.inc(1);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for w in workers {
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("an eval worker panicked"))??;
-            }
-            Ok(())
-        })?;
-    } else {
-        // The burn backends parallelise inside each batch (rayon threads or the GPU).
-        if args.threads.is_some() {
-            bail!("--threads applies to the core backend; burn chooses its own parallelism");
-        }
-        let mut runner = Runner::new(&loaded, &pack, args.backend)?;
-        let batch = runner.batch_size();
-        let per = dataset.images.len() / dataset.n.max(1);
-        for (i, out) in logits.chunks_mut(batch * classes).enumerate() {
-            let n = out.len() / classes;
-            let images = &dataset.images[i * batch * per..(i * batch + n) * per];
-            for (row, pred) in out
-                .chunks_exact_mut(classes)
-                .zip(runner.run_batch(images, n)?)
-            {
-                row.copy_from_slice(&pred.logits);
-            }
-            bar.inc(n as u64);
-        }
-    }
+    let logits = logits_of(&loaded, &pack, &dataset, args.backend, threads, &bar)?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
+    let agreement = match &reference {
+        None => None,
+        Some(r) => {
+            let bar = progress::bar(dataset.n as u64, "reference");
+            let want = logits_of(r, &r.pack()?, &dataset, Backend::Core, threads, &bar)?;
+            bar.finish_and_clear();
+            Some(cait_quant::quantize::logit_agreement(
+                want.chunks_exact(classes).zip(logits.chunks_exact(classes)),
+            ))
+        }
+    };
 
     if let Some(path) = &args.save_logits {
         cait_quant::npy::write_f32(path, &[dataset.n, classes], &logits)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let scores = score(&logits, classes, labels);
+    // The names of the classes as scored: the model's labels once the dataset's classes were
+    // matched to them, else the dataset's own names, else the indices.
     let names: Vec<String> = (0..classes)
         .map(|i| {
-            pack.labels()
-                .get(i)
-                .map(str::to_owned)
-                .or_else(|| dataset.class_names.as_ref().and_then(|n| n.get(i).cloned()))
+            dataset
+                .class_names
+                .as_ref()
+                .and_then(|n| n.get(i).cloned())
+                .or_else(|| pack.labels().get(i).map(str::to_owned))
                 .unwrap_or_else(|| i.to_string())
         })
         .collect();
     if args.json {
         let mut v = json!({
+            "model": args.model.model.display().to_string(),
+            "data": args.data.display().to_string(),
             "n": dataset.n,
             "top1": scores.top1,
             "top5": scores.top5,
@@ -186,10 +213,21 @@ pub fn run(args: Args) -> Result<()> {
             "precision": if args.backend == Backend::Core { pack.precision().as_str() } else { "f32" },
             "seconds": seconds,
             "images_per_s": dataset.n as f64 / seconds,
+            "class_names": names,
         });
+        if data::is_idx_folder(&args.data, opts.split) {
+            v["split"] = json!(match opts.split {
+                Split::Train => "train",
+                Split::Test => "test",
+            });
+        }
+        if let (Some((sqnr, agree)), Some(r)) = (agreement, &args.reference) {
+            v["reference"] = json!(r.display().to_string());
+            v["top1_agreement"] = json!(agree);
+            v["logit_sqnr_db"] = json!(sqnr);
+        }
         if args.confusion {
             v["confusion"] = json!(scores.confusion);
-            v["class_names"] = json!(names);
         }
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
@@ -211,6 +249,13 @@ pub fn run(args: Args) -> Result<()> {
         "  speed  {:>7.1} images/s ({seconds:.2} s)",
         dataset.n as f64 / seconds
     );
+    if let (Some((sqnr, agree)), Some(r)) = (agreement, &args.reference) {
+        println!(
+            "  against {}: top-1 agreement {:.2}%, logit SQNR {sqnr:.2} dB",
+            r.display(),
+            100.0 * agree
+        );
+    }
     if args.confusion {
         println!("confusion (rows: true class, columns: predicted)");
         print!("  {:>14}", "");
@@ -227,6 +272,62 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Logits of every image of `dataset` (`[n, classes]`, image order) on `backend`.
+fn logits_of(
+    loaded: &LoadedModel,
+    pack: &Pack<'_>,
+    dataset: &Dataset,
+    backend: Backend,
+    threads: usize,
+    bar: &ProgressBar,
+) -> Result<Vec<f32>> {
+    let classes = pack.config().logits_len();
+    let mut logits = vec![0.0f32; dataset.n * classes];
+    if backend == Backend::Core {
+        let threads = threads.clamp(1, dataset.n.max(1));
+        let per = dataset.n.div_ceil(threads).max(1);
+        std::thread::scope(|s| -> Result<()> {
+            let workers: Vec<_> = logits
+                .chunks_mut(per * classes)
+                .enumerate()
+                .map(|(t, out)| {
+                    s.spawn(move || -> Result<()> {
+                        let mut runner = Runner::new(loaded, pack, backend)?;
+                        for (j, row) in out.chunks_exact_mut(classes).enumerate() {
+                            let pred = runner.run(dataset.image(t * per + j))?;
+                            row.copy_from_slice(&pred.logits);
+                            bar.inc(1);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("an eval worker panicked"))??;
+            }
+            Ok(())
+        })?;
+    } else {
+        // The burn backends parallelise inside each batch (rayon threads or the GPU).
+        let mut runner = Runner::new(loaded, pack, backend)?;
+        let batch = runner.batch_size();
+        let per = dataset.images.len() / dataset.n.max(1);
+        for (i, out) in logits.chunks_mut(batch * classes).enumerate() {
+            let n = out.len() / classes;
+            let images = &dataset.images[i * batch * per..(i * batch + n) * per];
+            for (row, pred) in out
+                .chunks_exact_mut(classes)
+                .zip(runner.run_batch(images, n)?)
+            {
+                row.copy_from_slice(&pred.logits);
+            }
+            bar.inc(n as u64);
+        }
+    }
+    Ok(logits)
 }
 
 fn truncate(s: &str, n: usize) -> String {

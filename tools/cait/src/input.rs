@@ -64,17 +64,7 @@ pub fn load_npy(path: &Path, cfg: &ModelConfig) -> Result<Vec<Input>> {
         );
     }
     let per = want.iter().product::<usize>();
-    // The engine would turn NaN or infinite pixels into confident nonsense (int8 quantizes NaN to
-    // -128): refuse them here, naming the image and the element.
-    if let Some(at) = data.iter().position(|v| !v.is_finite()) {
-        let (i, j) = (at / per, at % per);
-        let (c, y, x) = (j / (want[1] * want[2]), j / want[2] % want[1], j % want[2]);
-        bail!(
-            "{}[{i}]: element [{c}, {y}, {x}] is {}; inputs must be finite, normalized values",
-            path.display(),
-            data[at]
-        );
-    }
+    cait_quant::data::check_finite(path, &data, want)?;
     Ok((0..batch)
         .map(|i| Input {
             name: format!("{}[{i}]", path.display()),

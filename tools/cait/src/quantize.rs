@@ -201,8 +201,20 @@ pub fn run(args: Args) -> Result<()> {
                 labels: None,
                 limit: Some(limit),
             };
-            data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
-                .with_context(|| format!("{what} {}", path.display()))
+            let mut set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
+                .with_context(|| format!("{what} {}", path.display()))?;
+            // --max-drop scores labels: class sub-folders are the model's classes by name.
+            let labels: Vec<&str> = ckpt.labels.iter().flatten().map(String::as_str).collect();
+            if let data::ClassMap::Unmatched(missing) = data::map_classes(&mut set, &labels)
+                && args.max_drop.is_some()
+            {
+                eprintln!(
+                    "warning: {what} {}: classes {} are not among the model's labels; --max-drop scores its classes by position",
+                    path.display(),
+                    missing.join(", ")
+                );
+            }
+            anyhow::Ok(set)
         })
         .transpose()
     };

@@ -46,6 +46,21 @@ fn non_finite_and_empty_npy_inputs() {
             &["nan.npy[1]", "element [2, 5, 7] is NaN", "finite"],
         );
     }
+    // eval reads .npy batches through the dataset loader: the same error.
+    let labels = tmp.path().join("labels.npy");
+    cait_quant::npy::write_labels(&labels, &[0, 1]).unwrap();
+    assert_error(
+        &cait(&[
+            "eval",
+            "--model",
+            p(&model),
+            "--data",
+            p(&nan),
+            "--labels",
+            p(&labels),
+        ]),
+        &["nan.npy[1]", "element [2, 5, 7] is NaN", "finite"],
+    );
     data[0] = f32::INFINITY;
     cait_quant::npy::write_f32(&nan, &shape, &data).unwrap();
     assert_error(

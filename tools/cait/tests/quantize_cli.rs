@@ -167,7 +167,11 @@ fn f16_pack_eval_and_report() {
         "--json",
     ]));
     assert_eq!(v["precision"], "f16");
-    assert!(v["report"]["logit_sqnr_db"].is_null());
+    // Nothing measured without calibration data: the figures are absent, not null.
+    let report = v["report"].as_object().unwrap();
+    for key in ["logit_sqnr_db", "top1_agreement", "mixed"] {
+        assert!(!report.contains_key(key), "{key} in {v}");
+    }
     // With calibration data, the report measures the f16 engine against f32 on it.
     let calib = calibration(tmp.path(), 8, 3, 32);
     let out = ok(&[
@@ -536,4 +540,82 @@ fn mixed_precision_budgets() {
         &run("f16", &["--min-sqnr", "30"]),
         &["--max-drop and --min-sqnr choose int8 mixed precision"],
     );
+}
+
+/// `cait eval --reference FLOAT_MODEL`: the top-1 agreement and logit SQNR of a quantized pack
+/// against its float model on the same images, as a regression check would compute them from the
+/// two models' saved logits; the JSON names the model, the data and the classes.
+#[test]
+fn eval_against_a_float_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = calibration(tmp.path(), 16, 3, 32);
+    let ckpt = tiny().join("model.safetensors");
+    let pack = tmp.path().join("q.cait");
+    ok(&[
+        "quantize",
+        p(&ckpt),
+        "--precision",
+        "int8",
+        "--calib",
+        p(&calib),
+        "--method",
+        "minmax",
+        "-o",
+        p(&pack),
+    ]);
+    let data = calibration(tmp.path(), 12, 3, 32);
+    let labels = tmp.path().join("labels.npy");
+    cait_quant::npy::write_labels(&labels, &[3; 12]).unwrap();
+    let (q_logits, f_logits) = (tmp.path().join("q.npy"), tmp.path().join("f.npy"));
+    let eval = |model: &Path, save: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--json",
+            "--model",
+            p(model),
+            "--data",
+            p(&data),
+            "--labels",
+            p(&labels),
+            "--save-logits",
+            p(save),
+        ];
+        a.extend(extra);
+        json(&ok(&a))
+    };
+    let v = eval(&pack, &q_logits, &["--reference", p(&ckpt)]);
+    eval(&ckpt, &f_logits, &[]);
+    let (_, q) = cait_quant::npy::read_f32(&q_logits).unwrap();
+    let (_, f) = cait_quant::npy::read_f32(&f_logits).unwrap();
+    let classes = q.len() / 12;
+    let argmax = |r: &[f32]| cait_tests::argmax(r);
+    let same = q
+        .chunks(classes)
+        .zip(f.chunks(classes))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    let signal: f64 = f.iter().map(|&x| (x as f64).powi(2)).sum();
+    let noise: f64 = f
+        .iter()
+        .zip(&q)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    assert_eq!(v["top1_agreement"], same as f64 / 12.0);
+    let sqnr = v["logit_sqnr_db"].as_f64().unwrap();
+    assert!(
+        (sqnr - 10.0 * (signal / noise).log10()).abs() < 1e-6,
+        "{sqnr} vs {}",
+        10.0 * (signal / noise).log10()
+    );
+    assert_eq!(v["model"], p(&pack));
+    assert_eq!(v["data"], p(&data));
+    assert_eq!(v["reference"], p(&ckpt));
+    assert_eq!(v["class_names"].as_array().unwrap().len(), classes);
+    assert!(v.get("split").is_none(), "a .npy batch has no split: {v}");
+
+    // A reference of another shape is refused before any work.
+    let gray = synth::fixtures_dir().join("gray/model.safetensors");
+    let mut a = vec!["eval", "--model", p(&pack), "--data", p(&data)];
+    a.extend(["--labels", p(&labels), "--reference", p(&gray)]);
+    assert_error(&cait(&a), &["--reference", "gray", "gives"]);
 }

@@ -354,17 +354,28 @@ fn check_calibration(ckpt: &Checkpoint, calib: &Dataset) -> Result<(), QuantErro
     Ok(())
 }
 
-/// Logit SQNR and top-1 agreement of `got` against `want` (one logit vector per image).
-fn agreement(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64) {
+/// Logit SQNR (dB) and top-1 agreement (a fraction) of each `(want, got)` pair of logit vectors,
+/// `want` the reference: the figures the quantizer reports and `cait eval --reference` prints.
+pub fn logit_agreement<'a>(pairs: impl IntoIterator<Item = (&'a [f32], &'a [f32])>) -> (f64, f64) {
     let mut e = Energy::default();
-    let mut same = 0usize;
-    for (w, g) in want.iter().zip(got) {
+    let (mut same, mut n) = (0usize, 0usize);
+    for (w, g) in pairs {
         for (&a, &b) in w.iter().zip(g) {
             e.add(a, b);
         }
         same += (argmax(w) == argmax(g)) as usize;
+        n += 1;
     }
-    (e.sqnr_db(), same as f64 / want.len().max(1) as f64)
+    (e.sqnr_db(), same as f64 / n.max(1) as f64)
+}
+
+/// Logit SQNR and top-1 agreement of `got` against `want` (one logit vector per image).
+fn agreement(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f64, f64) {
+    logit_agreement(
+        want.iter()
+            .map(Vec::as_slice)
+            .zip(got.iter().map(Vec::as_slice)),
+    )
 }
 
 /// `want` and `got` (one logit vector per image) measured as [`mixed::Measured`]: with `labels`,

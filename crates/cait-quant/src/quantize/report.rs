@@ -179,9 +179,11 @@ fn db_text(x: f64) -> String {
 }
 
 impl Report {
-    /// The report as one JSON object (SQNRs in dB rounded to 0.01; `null` where exact).
+    /// The report as one JSON object (SQNRs in dB rounded to 0.01; `null` where exact). Figures
+    /// that were not measured (f16 without calibration data; `mixed` without a budget) are
+    /// absent, not `null`.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "precision": self.precision,
             "images": self.images,
             "fit_images": self.fit_images,
@@ -216,7 +218,16 @@ impl Report {
                     "top1_agreement": k.top1_agreement,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-        })
+        });
+        if let Value::Object(map) = &mut v {
+            let measured = |k: &str| match k {
+                "logit_sqnr_db" | "top1_agreement" => self.logit_sqnr_db.is_some(),
+                "mixed" => self.mixed.is_some(),
+                _ => true,
+            };
+            map.retain(|k, _| measured(k));
+        }
+        v
     }
 
     /// The report as a readable table.

@@ -24,7 +24,8 @@ pub struct Args {
     /// How many of the most likely classes to report.
     #[arg(long, short = 'k', default_value_t = 5)]
     top_k: usize,
-    /// Print one JSON object: {"results": [{"logits": [...], "top_k": [{"class", "label", "prob"}]}]}.
+    /// Print one JSON object: {"results": [{"input": "samples.npy[3]", "logits": [...], "top_k":
+    /// [{"class", "label", "prob"}]}]}, one result per image in input order.
     #[arg(long)]
     json: bool,
     /// With --json, also include each input's pre-logits features (the pooled, normalized token
@@ -90,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
                 .iter()
                 .map(|r| json!({"class": r.class, "label": label(r.class), "prob": r.prob}))
                 .collect();
-            let mut result = json!({"logits": pred.logits, "top_k": top});
+            let mut result = json!({"input": input.name, "logits": pred.logits, "top_k": top});
             if args.features {
                 result["features"] = json!(pred.features);
             }

@@ -123,6 +123,9 @@ fn png_input_is_normalized_like_the_pretrained_cfg() {
         from_png["results"][0]["logits"],
         from_npy["results"][0]["logits"]
     );
+    // Each result names its input as given: the image file, or the batch and index.
+    assert_eq!(from_png["results"][0]["input"], p(&png));
+    assert_eq!(from_npy["results"][0]["input"], format!("{}[0]", p(&npy)));
 
     // A larger RGB photo-like image is resized, cropped and converted to one channel.
     let big = tmp.path().join("big.png");

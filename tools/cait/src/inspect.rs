@@ -55,6 +55,31 @@ fn config_json(c: &ModelConfig) -> Value {
     })
 }
 
+/// What quantization recorded, as numbers where it measured numbers; `null` for f32 weights.
+fn quantization(pack: &Pack<'_>) -> Value {
+    use cait_quant::quantize::{
+        META_HELD_OUT_AGREEMENT, META_HELD_OUT_IMAGES, META_HELD_OUT_SQNR_DB,
+    };
+    let meta = pack.metadata();
+    let number = |key: &str| meta.get(key).and_then(|v| v.parse::<f64>().ok());
+    let text = |key: &str| meta.get(key);
+    match pack.precision() {
+        Precision::F32 => Value::Null,
+        Precision::F16 => json!({ "weights": "f16" }),
+        Precision::Int8 => json!({
+            "weights": "int8",
+            "calibration": text("quant.calibration"),
+            "smoothing": text("quant.smoothing"),
+            "qk": text(cait_pack::int8::META_QK),
+            "av": text(cait_pack::int8::META_AV),
+            "f16_blocks": cait_pack::int8::f16_blocks(pack).count(),
+            "held_out_logit_sqnr_db": number(META_HELD_OUT_SQNR_DB),
+            "held_out_top1_agreement": number(META_HELD_OUT_AGREEMENT),
+            "held_out_images": number(META_HELD_OUT_IMAGES).map(|n| n as u64),
+        }),
+    }
+}
+
 /// The blocks a mixed int8 pack keeps in f16, each with the bytes of its tensors' data.
 fn f16_blocks(pack: &Pack<'_>) -> Vec<Value> {
     cait_pack::int8::f16_blocks(pack)
@@ -93,7 +118,10 @@ fn report(pack: &Pack<'_>, kind: &str, extra: Value) -> Value {
             "mean": short_floats(&pre.mean[..pre.norm_channels as usize]),
             "std": short_floats(&pre.std[..pre.norm_channels as usize]),
         },
+        "timm_architecture": pack.metadata().get("timm_architecture"),
         "labels": pack.labels().len(),
+        "label_names": pack.labels().iter().collect::<Vec<_>>(),
+        "quantization": quantization(pack),
         "tensors": pack.tensor_count(),
         "tensor_bytes": pack.tensor_bytes(),
         "pack_bytes": pack.len(),
@@ -114,9 +142,19 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = load_path(&args.file, parse_pool(args.global_pool.as_deref())?)?;
     let pack = loaded.pack()?;
     let (kind, extra) = match &loaded.origin {
+        // The same keys for both kinds.
         Origin::Pack => (
             "pack",
-            json!({ "file_bytes": std::fs::metadata(&args.file)?.len() }),
+            json!({
+                "format": "cait",
+                "config_source": match pack.metadata().get("config") {
+                    Some("inferred") => "inferred from tensor shapes".to_owned(),
+                    Some(c) => format!("{c} (recorded in the pack)"),
+                    None => "recorded in the pack".to_owned(),
+                },
+                "source": args.file.display().to_string(),
+                "file_bytes": std::fs::metadata(&args.file)?.len(),
+            }),
         ),
         Origin::Checkpoint(ckpt) => (
             "checkpoint",
@@ -127,6 +165,7 @@ pub fn run(args: Args) -> Result<()> {
                     cait_quant::ConfigSource::Inferred => "inferred from tensor shapes".to_owned(),
                 },
                 "source": ckpt.source.display().to_string(),
+                "file_bytes": std::fs::metadata(&ckpt.source)?.len(),
             }),
         ),
     };
@@ -159,6 +198,12 @@ fn print_table(name: &str, v: &Value) {
             .unwrap_or("(not a named timm variant)")
             .into(),
     );
+    if let Some(t) = v["timm_architecture"].as_str() {
+        row(
+            "timm architecture",
+            format!("{t} (the timm factory config.json names)"),
+        );
+    }
     row("precision", v["precision"].as_str().unwrap_or("").into());
     row("parameters", group(v["parameters"].as_u64().unwrap_or(0)));
     row(

@@ -124,6 +124,14 @@ impl AttnMode {
     }
 }
 
+/// Metadata keys of the held-out figures as plain numbers (`cait inspect --json` reads them back):
+/// logit SQNR in dB, top-1 agreement as a fraction, and the number of report images they rest on.
+pub const META_HELD_OUT_SQNR_DB: &str = "quant.held_out.logit_sqnr_db";
+/// See [`META_HELD_OUT_SQNR_DB`].
+pub const META_HELD_OUT_AGREEMENT: &str = "quant.held_out.top1_agreement";
+/// See [`META_HELD_OUT_SQNR_DB`].
+pub const META_HELD_OUT_IMAGES: &str = "quant.held_out.images";
+
 /// How much better (logit SQNR, dB) f32 attention must measure before it is kept instead of
 /// int8: below this the difference is within what another calibration subset changes.
 pub const ATTENTION_F32_MARGIN_DB: f64 = 1.0;
@@ -1137,6 +1145,9 @@ pub fn quantize_int8(
             ),
         ),
     ];
+    metadata.push((META_HELD_OUT_SQNR_DB.into(), format!("{held_sqnr:.4}")));
+    metadata.push((META_HELD_OUT_AGREEMENT.into(), format!("{held_agree:.6}")));
+    metadata.push((META_HELD_OUT_IMAGES.into(), report_set.n.to_string()));
     if let Some(m) = &mixed_report {
         let kept = if m.kept.is_empty() {
             "none (the all-int8 pack meets it)".to_string()

@@ -29,7 +29,7 @@ pub use infer::{
     Variant, check_tensors, cross_check, default_preprocess, identify, infer_config,
     norm_for_channels,
 };
-pub use pack::{is_pack, write_pack_f16, write_pack_f32};
+pub use pack::{META_GUESSED, is_pack, write_pack_f16, write_pack_f32};
 
 use checkpoint::RawCheckpoint;
 
@@ -117,7 +117,16 @@ pub struct Checkpoint {
     pub format: CheckpointFormat,
     /// Where the config came from.
     pub config_source: ConfigSource,
+    /// What was guessed rather than read, among [`GUESSABLE`]: with no `config.json` (or one
+    /// that leaves them out) and shapes that are no published variant, the pooling comes from
+    /// shape inference (token) and the preprocessing from timm's CaiT defaults — ImageNet's mean
+    /// and std (averaged for other channel counts: 0.449 / 0.226 for one channel), bicubic, crop
+    /// 1.0 — which may not be the model's. Callers warn, and let the user give the real values.
+    pub guessed: Vec<&'static str>,
 }
+
+/// The settings [`Checkpoint::guessed`] can name, as the `cait` flags that set them name them.
+pub const GUESSABLE: [&str; 5] = ["global_pool", "mean", "std", "crop_pct", "interpolation"];
 
 impl Checkpoint {
     /// A tensor by id.
@@ -128,6 +137,76 @@ impl Checkpoint {
     /// Total parameters.
     pub fn num_params(&self) -> u64 {
         self.config.num_params()
+    }
+
+    /// Sets the preprocessing values the caller knows (`cait … --mean --std --crop-pct
+    /// --interpolation`), which are then no longer [`guessed`](Self::guessed). `mean` and `std`
+    /// take one value per input channel or one for all, as timm's data config does. Errors name
+    /// the bad value.
+    pub fn set_preprocess(
+        &mut self,
+        mean: Option<&[f64]>,
+        std: Option<&[f64]>,
+        crop_pct: Option<f32>,
+        interpolation: Option<cait_pack::Interpolation>,
+    ) -> Result<(), String> {
+        let channels = self.config.in_chans as usize;
+        let fits = |v: &[f64]| v.len() == 1 || v.len() == channels;
+        for (name, v) in [("mean", mean), ("std", std)] {
+            if let Some(v) = v {
+                if !fits(v) {
+                    return Err(format!(
+                        "--{name} has {} values; the model has {channels} input channel(s): give {channels} or 1",
+                        v.len()
+                    ));
+                }
+                if v.iter()
+                    .any(|x| !x.is_finite() || (name == "std" && *x <= 0.0))
+                {
+                    return Err(format!(
+                        "--{name} {v:?}: every value must be finite{}",
+                        if name == "std" { " and positive" } else { "" }
+                    ));
+                }
+            }
+        }
+        if let Some(c) = crop_pct
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(format!(
+                "--crop-pct {c}: must be a positive number (timm uses 0.875 to 1.0)"
+            ));
+        }
+        let p = &mut self.preprocess;
+        if mean.is_some() || std.is_some() {
+            let n = p.norm_channels as usize;
+            let current =
+                |v: &[f32]| -> Vec<f64> { v[..n.max(1)].iter().map(|&x| x as f64).collect() };
+            let m = mean.map_or_else(|| current(&p.mean), <[f64]>::to_vec);
+            let s = std.map_or_else(|| current(&p.std), <[f64]>::to_vec);
+            let (m, s, n) = norm_for_channels(&m, &s, channels).ok_or_else(|| {
+                format!(
+                    "{channels} input channels: a pack records mean/std for at most {}",
+                    cait_pack::MAX_NORM_CHANNELS
+                )
+            })?;
+            (p.mean, p.std, p.norm_channels) = (m, s, n);
+        }
+        if let Some(c) = crop_pct {
+            p.crop_pct = c;
+        }
+        if let Some(i) = interpolation {
+            p.interpolation = i;
+        }
+        let given = [
+            ("mean", mean.is_some()),
+            ("std", std.is_some()),
+            ("crop_pct", crop_pct.is_some()),
+            ("interpolation", interpolation.is_some()),
+        ];
+        self.guessed
+            .retain(|g| !given.iter().any(|(name, set)| *set && name == g));
+        Ok(())
     }
 }
 
@@ -245,6 +324,26 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
     };
     let architecture = variant.map(|v| v.name.to_string());
     let timm_architecture = hub.as_ref().and_then(|h| h.architecture.clone());
+    // A published variant's pooling and preprocessing are its pretrained cfg's (the defaults
+    // above), not guesses; otherwise whatever neither config.json nor the caller gave is.
+    let guessed = if variant.is_some() {
+        Vec::new()
+    } else {
+        let h = hub.as_ref();
+        let given = [
+            opts.global_pool.is_some() || h.is_some_and(|h| h.global_pool.is_some()),
+            h.is_some_and(|h| h.mean.is_some()),
+            h.is_some_and(|h| h.std.is_some()),
+            h.is_some_and(|h| h.crop_pct.is_some()),
+            h.is_some_and(|h| h.interpolation.is_some()),
+        ];
+        GUESSABLE
+            .iter()
+            .zip(given)
+            .filter(|(_, g)| !g)
+            .map(|(name, _)| *name)
+            .collect()
+    };
 
     let keys: Vec<String> = config.tensors().map(|t| t.id.to_string()).collect();
     let tensors = raw.read(&keys)?;
@@ -269,6 +368,7 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
         source: file,
         format: raw.format,
         config_source,
+        guessed,
     })
 }
 

@@ -66,8 +66,15 @@ pub(crate) fn writer(ckpt: &Checkpoint, precision: Precision) -> PackWriter {
     if let Some(name) = &ckpt.timm_architecture {
         w.metadata("timm_architecture", name);
     }
+    if !ckpt.guessed.is_empty() {
+        w.metadata(META_GUESSED, &ckpt.guessed.join(", "));
+    }
     w
 }
+
+/// Metadata key: the settings that were guessed when the pack was made ([`Checkpoint::guessed`],
+/// comma-separated); absent when every one was read.
+pub const META_GUESSED: &str = "guessed";
 
 fn write_pack_float(
     ckpt: &Checkpoint,

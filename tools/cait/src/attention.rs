@@ -124,7 +124,8 @@ pub fn run(args: Args) -> Result<()> {
     // The float model to compare with, on the core (an f32 pack or an imported checkpoint).
     let float_maps = match &args.compare {
         Some(path) => {
-            let float = load_path(path, parse_pool(args.model.global_pool.as_deref())?)?;
+            let pool = parse_pool(args.model.global_pool.as_deref())?;
+            let float = load_path(path, pool, &args.model.preprocess)?;
             let fcfg = *float.pack()?.config();
             if fcfg != cfg {
                 bail!(

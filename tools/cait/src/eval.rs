@@ -138,7 +138,8 @@ pub fn run(args: Args) -> Result<()> {
     let reference = match &args.reference {
         None => None,
         Some(path) => {
-            let r = load_path(path, parse_pool(args.model.global_pool.as_deref())?)
+            let pool = parse_pool(args.model.global_pool.as_deref())?;
+            let r = load_path(path, pool, &args.model.preprocess)
                 .with_context(|| format!("--reference {}", path.display()))?;
             let rc = *r.pack()?.config();
             if rc.logits_len() != classes

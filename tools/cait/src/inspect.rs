@@ -6,7 +6,7 @@ use anyhow::Result;
 use cait_pack::{Interpolation, ModelConfig, Pack, Precision};
 use serde_json::{Value, json};
 
-use crate::model::{Origin, load_path, parse_pool};
+use crate::model::{Origin, PreprocessArgs, load_path, parse_pool};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -139,7 +139,8 @@ fn report(pack: &Pack<'_>, kind: &str, extra: Value) -> Value {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load_path(&args.file, parse_pool(args.global_pool.as_deref())?)?;
+    let pool = parse_pool(args.global_pool.as_deref())?;
+    let loaded = load_path(&args.file, pool, &PreprocessArgs::default())?;
     let pack = loaded.pack()?;
     let (kind, extra) = match &loaded.origin {
         // The same keys for both kinds.

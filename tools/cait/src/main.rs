@@ -87,6 +87,8 @@ pub struct ModelArgs {
     /// (shapes alone cannot tell token from avg).
     #[arg(long, value_name = "POOL", value_parser = ["token", "avg"])]
     pub global_pool: Option<String>,
+    #[command(flatten)]
+    pub preprocess: model::PreprocessArgs,
 }
 
 /// Rust ignores SIGPIPE, so writing to a closed pipe (`cait classify … | head -1`) is an error that

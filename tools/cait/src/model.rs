@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use cait_pack::{GlobalPool, Pack};
+use cait_pack::{GlobalPool, Interpolation, Pack};
 use cait_quant::{Checkpoint, ImportOptions};
 
 use crate::{Backend, ModelArgs};
@@ -45,6 +45,45 @@ impl AlignedBytes {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InterpolationArg {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+/// The preprocessing of a checkpoint whose `config.json` does not state it (or that has none):
+/// without these, timm's CaiT defaults are used, with a warning.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PreprocessArgs {
+    /// Normalization mean, one value per input channel or one for all (e.g. 0.485,0.456,0.406).
+    #[arg(
+        long,
+        value_name = "M,…",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    pub mean: Option<Vec<f64>>,
+    /// Normalization std, one value per input channel or one for all (e.g. 0.229,0.224,0.225).
+    #[arg(long, value_name = "S,…", value_delimiter = ',')]
+    pub std: Option<Vec<f64>>,
+    /// Resize the shorter side to input size / PCT, then center-crop (timm's crop_pct).
+    #[arg(long, value_name = "PCT")]
+    pub crop_pct: Option<f32>,
+    /// Resize filter.
+    #[arg(long, value_enum)]
+    pub interpolation: Option<InterpolationArg>,
+}
+
+impl PreprocessArgs {
+    fn any(&self) -> bool {
+        self.mean.is_some()
+            || self.std.is_some()
+            || self.crop_pct.is_some()
+            || self.interpolation.is_some()
+    }
+}
+
 /// What a model was loaded from.
 pub enum Origin {
     /// A `.cait` pack file.
@@ -61,9 +100,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a pack, or imports a checkpoint (honouring `--global-pool`), and validates the result.
+    /// Loads a pack, or imports a checkpoint (honouring `--global-pool` and the preprocessing
+    /// flags), and validates the result.
     pub fn load(args: &ModelArgs) -> Result<LoadedModel> {
-        load_path(&args.model, parse_pool(args.global_pool.as_deref())?)
+        let pool = parse_pool(args.global_pool.as_deref())?;
+        load_path(&args.model, pool, &args.preprocess)
     }
 
     /// The validated pack bytes.
@@ -96,8 +137,15 @@ pub fn parse_pool(arg: Option<&str>) -> Result<Option<GlobalPool>> {
     })
 }
 
-/// Loads `path` as a pack if it starts with the pack magic, else as a timm checkpoint.
-pub fn load_path(path: &Path, pool: Option<GlobalPool>) -> Result<LoadedModel> {
+/// Loads `path` as a pack if it starts with the pack magic, else as a timm checkpoint, with the
+/// given pooling and preprocessing (checkpoints only). Warns on stderr about every setting that is
+/// a guess: a checkpoint's that neither `config.json` nor the flags gave, a pack's that were guessed
+/// when it was made.
+pub fn load_path(
+    path: &Path,
+    pool: Option<GlobalPool>,
+    preprocess: &PreprocessArgs,
+) -> Result<LoadedModel> {
     if !path.exists() {
         bail!("{}: no such file or directory", path.display());
     }
@@ -105,9 +153,21 @@ pub fn load_path(path: &Path, pool: Option<GlobalPool>) -> Result<LoadedModel> {
         if pool.is_some() {
             bail!("--global-pool applies to checkpoints; a pack records its pooling");
         }
+        if preprocess.any() {
+            bail!(
+                "--mean, --std, --crop-pct and --interpolation apply to checkpoints; a pack records its preprocessing (give them to cait quantize when making it)"
+            );
+        }
         let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let bytes = AlignedBytes::copy_from(&raw);
-        Pack::parse(bytes.bytes()).with_context(|| format!("{}: invalid pack", path.display()))?;
+        let pack = Pack::parse(bytes.bytes())
+            .with_context(|| format!("{}: invalid pack", path.display()))?;
+        if let Some(guessed) = pack.metadata().get(cait_quant::META_GUESSED) {
+            eprintln!(
+                "warning: {}: its {guessed} were guessed when it was made (no config.json); if they are not the model's, re-make it with cait quantize and the right --global-pool / --mean / --std / --crop-pct / --interpolation",
+                path.display()
+            );
+        }
         return Ok(LoadedModel {
             path: path.to_path_buf(),
             origin: Origin::Pack,
@@ -115,7 +175,19 @@ pub fn load_path(path: &Path, pool: Option<GlobalPool>) -> Result<LoadedModel> {
         });
     }
     let opts = ImportOptions { global_pool: pool };
-    let ckpt = cait_quant::load_checkpoint(path, &opts)?;
+    let mut ckpt = cait_quant::load_checkpoint(path, &opts)?;
+    ckpt.set_preprocess(
+        preprocess.mean.as_deref(),
+        preprocess.std.as_deref(),
+        preprocess.crop_pct,
+        preprocess.interpolation.map(|i| match i {
+            InterpolationArg::Nearest => Interpolation::Nearest,
+            InterpolationArg::Bilinear => Interpolation::Bilinear,
+            InterpolationArg::Bicubic => Interpolation::Bicubic,
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    warn_guessed(path, &ckpt);
     let raw = cait_quant::write_pack_f32(&ckpt)?;
     let bytes = AlignedBytes::copy_from(&raw);
     Pack::parse(bytes.bytes()).context("the imported checkpoint did not make a valid pack")?;
@@ -124,6 +196,39 @@ pub fn load_path(path: &Path, pool: Option<GlobalPool>) -> Result<LoadedModel> {
         origin: Origin::Checkpoint(Box::new(ckpt)),
         bytes,
     })
+}
+
+/// The warning for a checkpoint whose pooling or preprocessing is a guess, with the values used.
+fn warn_guessed(path: &Path, ckpt: &Checkpoint) {
+    if ckpt.guessed.is_empty() {
+        return;
+    }
+    let p = &ckpt.preprocess;
+    let n = (p.norm_channels as usize).max(1);
+    let value = |g: &str| match g {
+        "global_pool" => format!("global_pool {}", ckpt.config.global_pool.as_str()),
+        "mean" => format!("mean {:?}", &p.mean[..n]),
+        "std" => format!("std {:?}", &p.std[..n]),
+        "crop_pct" => format!("crop_pct {}", p.crop_pct),
+        _ => format!("interpolation {:?}", p.interpolation).to_lowercase(),
+    };
+    let used: Vec<String> = ckpt.guessed.iter().map(|g| value(g)).collect();
+    let flags: Vec<String> = ckpt
+        .guessed
+        .iter()
+        .map(|g| format!("--{}", g.replace('_', "-")))
+        .collect();
+    eprintln!(
+        "warning: {}: {} not stated by a config.json, so guessed ({}); if the model was trained otherwise, give {}",
+        path.display(),
+        if ckpt.guessed.len() == 1 {
+            "this setting is"
+        } else {
+            "these settings are"
+        },
+        used.join(", "),
+        flags.join(" ")
+    );
 }
 
 /// Outputs of one image.

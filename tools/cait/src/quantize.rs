@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use crate::model::{load_path, parse_pool};
+use crate::model::{PreprocessArgs, load_path, parse_pool};
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,6 +110,9 @@ pub struct Args {
     /// Head pooling of a checkpoint without config.json (token or avg).
     #[arg(long, value_name = "POOL", value_parser = ["token", "avg"])]
     global_pool: Option<String>,
+    /// The preprocessing recorded in the pack, for a checkpoint whose config.json does not state it.
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
 }
 
 /// indicatif bars for the quantizer's phases.
@@ -183,7 +186,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.holdout_count == 0 {
         bail!("--holdout-count 0: the hold-out set would be empty");
     }
-    let loaded = load_path(&args.checkpoint, parse_pool(args.global_pool.as_deref())?)?;
+    let pool = parse_pool(args.global_pool.as_deref())?;
+    let loaded = load_path(&args.checkpoint, pool, &args.preprocess)?;
     let Some(ckpt) = loaded.checkpoint() else {
         bail!(
             "{} is already a pack; quantize takes a timm checkpoint",

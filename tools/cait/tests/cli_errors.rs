@@ -1,6 +1,8 @@
 //! Bad input: one clear line on stderr, a non-zero exit, and nothing written.
 
 mod common;
+use std::path::Path;
+
 use common::{assert_error, cait, p, tiny};
 
 #[test]
@@ -210,4 +212,108 @@ fn a_closed_pipe_ends_quietly() {
             out.status
         );
     }
+}
+
+/// A checkpoint without `config.json`: the pooling and preprocessing it runs with are guesses, and
+/// every command says so on stderr, with the values and the flags that set them; with the model's
+/// real values given, no warning and the right answer (the bundled sneaker: `Sandal` with the
+/// guessed normalization, `Sneaker` with the model's). A pack made from the guesses carries them,
+/// and warns again wherever it is used; preprocessing flags on a pack are an error.
+#[test]
+fn guessed_preprocessing_is_announced_and_can_be_given() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("model.safetensors");
+    std::fs::copy(models.join("model.safetensors"), &bare).unwrap();
+    let sneaker = models.join("images/07-sneaker.png");
+    let top1 = |out: &std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["results"][0]["top_k"][0]["class"].to_string()
+    };
+    let out = cait(&["classify", "--json", "--model", p(&bare), p(&sneaker)]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for needle in [
+        "warning: ",
+        "model.safetensors",
+        "guessed (global_pool token, mean [0.449], std [0.226], crop_pct 1, interpolation bicubic)",
+        "--global-pool --mean --std --crop-pct --interpolation",
+    ] {
+        assert!(err.contains(needle), "`{needle}` not in {err}");
+    }
+    assert_ne!(
+        top1(&out),
+        "7",
+        "the guessed normalization is not the model's"
+    );
+    let given = [
+        "--global-pool",
+        "token",
+        "--mean",
+        "0.286",
+        "--std",
+        "0.353",
+        "--crop-pct",
+        "1.0",
+        "--interpolation",
+        "bicubic",
+    ];
+    let mut args = vec!["classify", "--json", "--model", p(&bare), p(&sneaker)];
+    args.extend(given);
+    let out = cait(&args);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(top1(&out), "7", "Sneaker");
+    // Only some given: the warning names the rest.
+    let out = cait(&[
+        "eval",
+        "--model",
+        p(&bare),
+        "--data",
+        p(&models.join("samples.npy")),
+        "--labels",
+        p(&models.join("samples_labels.npy")),
+        "--mean",
+        "0.286",
+        "--std",
+        "0.353",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guessed (global_pool token, crop_pct 1, interpolation bicubic)"),
+        "{err}"
+    );
+
+    // A pack made from the guesses records them and warns wherever it is used.
+    let pack = tmp.path().join("guessed.cait");
+    let out = cait(&["quantize", "--precision", "f32", "-o", p(&pack), p(&bare)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: "));
+    let out = cait(&["classify", "--model", p(&pack), p(&sneaker)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "its global_pool, mean, std, crop_pct, interpolation were guessed when it was made"
+        ),
+        "{err}"
+    );
+    let mut args = vec!["classify", "--model", p(&pack), p(&sneaker)];
+    args.extend(&given[2..4]);
+    assert_error(
+        &cait(&args),
+        &["apply to checkpoints; a pack records its preprocessing"],
+    );
+    // Bad values are one-line errors naming them.
+    let mut args = vec!["classify", "--model", p(&bare), p(&sneaker)];
+    args.extend(["--std", "0.3,0.4"]);
+    assert_error(&cait(&args), &["--std has 2 values", "1 input channel(s)"]);
+    let mut args = vec!["classify", "--model", p(&bare), p(&sneaker)];
+    args.extend(["--crop-pct", "0"]);
+    assert_error(&cait(&args), &["--crop-pct 0: must be a positive number"]);
 }

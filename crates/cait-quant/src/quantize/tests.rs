@@ -113,6 +113,7 @@ fn checkpoint(cfg: ModelConfig, seed: u64, outliers: &[usize]) -> Checkpoint {
         source: PathBuf::from("random.safetensors"),
         format: CheckpointFormat::Safetensors,
         config_source: ConfigSource::Inferred,
+        guessed: Vec::new(),
     }
 }
 

@@ -46,13 +46,16 @@ pub fn assert_error(out: &Output, needles: &[&str]) {
         "stdout: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected, got: {err}"
-    );
+    let all = String::from_utf8_lossy(&out.stderr);
+    // Warnings (a guessed setting …) may come first, one line each; the error is one line.
+    let err: Vec<&str> = all
+        .trim_end()
+        .lines()
+        .filter(|l| !l.starts_with("warning: "))
+        .collect();
+    assert_eq!(err.len(), 1, "one error line expected, got: {all}");
+    let err = err[0];
+    assert!(err.starts_with("error: "), "{all}");
     for n in needles {
         assert!(err.contains(n), "`{n}` not in: {err}");
     }

@@ -106,6 +106,24 @@ fn end_quietly_on_broken_pipe() {
 #[cfg(not(unix))]
 fn end_quietly_on_broken_pipe() {}
 
+/// The error as one line: the context chain joined, outermost first, one clause per cause. Many
+/// errors display their source as part of their own message (`path: os error`) and also return it
+/// as `source()`; a cause whose text the line already holds is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() -> ExitCode {
     end_quietly_on_broken_pipe();
     let cli = Cli::parse();
@@ -121,10 +139,39 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the context chain joined, outermost first.
-            let msg: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-            eprintln!("error: {}", msg.join(": "));
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let wrapped = anyhow::Error::new(std::io::Error::other(format!("/data: {io}")))
+            .context("loading /data");
+        assert_eq!(
+            one_line(&wrapped),
+            "loading /data: /data: No such file or directory"
+        );
+        // A source that repeats its wrapper's text.
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "/x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Outer(std::io::Error::other("os error 2")));
+        assert_eq!(one_line(&e), "/x: os error 2");
     }
 }

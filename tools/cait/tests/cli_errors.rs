@@ -317,3 +317,20 @@ fn guessed_preprocessing_is_announced_and_can_be_given() {
     args.extend(["--crop-pct", "0"]);
     assert_error(&cait(&args), &["--crop-pct 0: must be a positive number"]);
 }
+
+/// One clause per cause: an I/O error that both a wrapper's message and its source carry is said
+/// once.
+#[test]
+fn a_missing_dataset_is_said_once() {
+    let out = cait(&[
+        "eval",
+        "--model",
+        p(&tiny().join("model.safetensors")),
+        "--data",
+        "/nonexistent/data",
+    ]);
+    assert_error(&out, &["/nonexistent/data"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let os = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+    assert_eq!(err.matches("No such file").count(), 1, "{err} ({os})");
+}

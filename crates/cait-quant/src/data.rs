@@ -507,11 +507,7 @@ fn load_image_folder(
             .map_err(io(class_dir))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
+            .filter(|p| is_image_file(p))
             .collect();
         files.sort();
         for file in files {
@@ -529,6 +525,31 @@ fn load_image_folder(
         sample_shape: model_shape(cfg),
         class_names: Some(names),
     })
+}
+
+/// Every image file (PNG, JPEG) under `dir`, at any depth, in sorted path order.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io(&d))? {
+            let path = entry.map_err(io(&d))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_image_file(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `path` has an image extension the loader decodes.
+fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// How a dataset's classes were matched to a model's labels ([`map_classes`]).

@@ -13,8 +13,9 @@ use crate::{Backend, ModelArgs};
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Image files (PNG/JPEG, preprocessed as the model's pretrained cfg says) or `.npy` float32
-    /// batches [N, C, H, W] already normalized.
+    /// Image files (PNG/JPEG, preprocessed as the model's pretrained cfg says), folders of them
+    /// (every image under the folder, sorted), or `.npy` float32 batches [N, C, H, W] already
+    /// normalized.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
     /// Class names to report instead of the model's: a text file with one name per line, or a

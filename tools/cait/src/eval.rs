@@ -94,6 +94,12 @@ pub fn score(logits: &[f32], classes: usize, labels: &[u32]) -> Scores {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.limit == Some(0) {
+        bail!("--limit 0: there would be no image to score");
+    }
+    if let Some(path) = &args.save_logits {
+        crate::output::check_file(path, "--save-logits")?;
+    }
     let loaded = LoadedModel::load(&args.model)?;
     let pack = loaded.pack()?;
     let cfg = *pack.config();
@@ -186,10 +192,14 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
 
-    if let Some(path) = &args.save_logits {
-        cait_quant::npy::write_f32(path, &[dataset.n, classes], &logits)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    // Written after the scores are printed: a failed write does not lose them.
+    let save = || -> Result<()> {
+        if let Some(path) = &args.save_logits {
+            cait_quant::npy::write_f32(path, &[dataset.n, classes], &logits)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
     let scores = score(&logits, classes, labels);
     // The names of the classes as scored: the model's labels once the dataset's classes were
     // matched to them, else the dataset's own names, else the indices.
@@ -231,7 +241,7 @@ pub fn run(args: Args) -> Result<()> {
             v["confusion"] = json!(scores.confusion);
         }
         println!("{}", serde_json::to_string(&v)?);
-        return Ok(());
+        return save();
     }
     let what = match args.backend {
         Backend::Core => format!("{} pack", pack.precision().as_str()),
@@ -272,7 +282,7 @@ pub fn run(args: Args) -> Result<()> {
             println!();
         }
     }
-    Ok(())
+    save()
 }
 
 /// Logits of every image of `dataset` (`[n, classes]`, image order) on `backend`.

@@ -12,15 +12,29 @@ pub struct Input {
     pub data: Vec<f32>,
 }
 
-/// Reads every input path; `.npy` files may hold several images.
+/// Reads every input path; `.npy` files may hold several images, and a folder stands for every
+/// image file (PNG, JPEG) under it, in sorted path order, as timm's inference script reads one.
 pub fn load_inputs(
     paths: &[impl AsRef<Path>],
     cfg: &ModelConfig,
     pre: &Preprocess,
 ) -> Result<Vec<Input>> {
-    let mut out = Vec::new();
+    let mut files = Vec::new();
     for path in paths {
         let path = path.as_ref();
+        if path.is_dir() {
+            let found = cait_quant::data::image_files(path)?;
+            if found.is_empty() {
+                bail!("{}: the folder holds no PNG or JPEG image", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.to_path_buf());
+        }
+    }
+    let mut out = Vec::new();
+    for path in &files {
+        let path = path.as_path();
         let is_npy = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("npy"));

@@ -9,6 +9,7 @@ mod eval;
 mod input;
 mod inspect;
 mod model;
+mod output;
 mod progress;
 mod qemu;
 mod quantize;

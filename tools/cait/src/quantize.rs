@@ -175,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.holdout.is_some() && args.precision != PrecisionArg::Int8 {
         bail!("--holdout is only used by int8 quantization (f16 and f32 fit nothing)");
     }
+    crate::output::check_file(&args.output, "-o")?;
     let budget = match (args.max_drop, args.min_sqnr) {
         (Some(p), _) => Some(Budget::MaxDrop(p)),
         (_, Some(db)) => Some(Budget::MinSqnr(db)),

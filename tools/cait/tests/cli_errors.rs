@@ -334,3 +334,76 @@ fn a_missing_dataset_is_said_once() {
     let os = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
     assert_eq!(err.matches("No such file").count(), 1, "{err} ({os})");
 }
+
+/// Output paths are checked before the work: a missing folder for `--save-logits` or `-o` is a
+/// one-line error at once (no eval, no calibration run first); `--limit 0` is a usage error.
+#[test]
+fn output_paths_and_limits_are_checked_first() {
+    let model = tiny().join("model.safetensors");
+    let input = tiny().join("input.npy");
+    let out = cait(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&input),
+        "--save-logits",
+        "/nonexistent/dir/logits.npy",
+    ]);
+    assert_error(
+        &out,
+        &[
+            "--save-logits",
+            "the folder /nonexistent/dir does not exist",
+        ],
+    );
+    let out = cait(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&input),
+        "--limit",
+        "0",
+    ]);
+    assert_error(&out, &["--limit 0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = cait(&[
+        "quantize",
+        p(&model),
+        "--precision",
+        "f16",
+        "-o",
+        p(tmp.path()),
+    ]);
+    assert_error(&out, &["-o", "is a folder"]);
+}
+
+/// `classify DIR` reads every image under the folder, in sorted order, as timm's inference
+/// script does; an empty folder is an error.
+#[test]
+fn classify_reads_a_folder_of_images() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait/images");
+    let pack = images.join("../fashion-cait-int8.cait");
+    let out = cait(&["classify", "--json", "--model", p(&pack), p(&images)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            r["input"].as_str().unwrap().contains(&format!("{i:02}-")),
+            "{r}"
+        );
+        assert_eq!(r["top_k"][0]["class"], i, "{}", r["input"]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    assert_error(
+        &cait(&["classify", "--model", p(&pack), p(tmp.path())]),
+        &["holds no PNG or JPEG image"],
+    );
+}

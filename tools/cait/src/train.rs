@@ -12,7 +12,16 @@ use cait_quant::ImportOptions;
 use cait_quant::data::{self, DataOptions, Dataset, Split};
 use indicatif::ProgressBar;
 
-use crate::{Backend, progress};
+use crate::progress;
+
+/// Where training runs: a burn backend (training needs autodiff, which the core engine has not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TrainBackend {
+    /// burn on the CPU, all cores.
+    BurnCpu,
+    /// burn on a GPU through wgpu (or lavapipe).
+    BurnWgpu,
+}
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -51,8 +60,8 @@ pub struct Args {
     #[arg(long, value_name = "CHECKPOINT")]
     finetune: Option<PathBuf>,
     /// Backend: burn-cpu (all cores) or burn-wgpu (a GPU, or lavapipe).
-    #[arg(long, value_enum, default_value_t = Backend::BurnCpu)]
-    backend: Backend,
+    #[arg(long, value_enum, default_value_t = TrainBackend::BurnCpu)]
+    backend: TrainBackend,
 
     /// Input height and width (default: the data's size; image folders: 224).
     #[arg(
@@ -176,11 +185,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let backend = match args.backend {
-        Backend::Core => bail!(
-            "training needs autodiff: use --backend burn-cpu or burn-wgpu (the core engine only runs inference)"
-        ),
-        Backend::BurnCpu => BackendKind::Cpu,
-        Backend::BurnWgpu => BackendKind::Wgpu,
+        TrainBackend::BurnCpu => BackendKind::Cpu,
+        TrainBackend::BurnWgpu => BackendKind::Wgpu,
     };
     if !args.data.exists() {
         bail!("{}: no such dataset (file or folder)", args.data.display());

@@ -1,3 +1,4 @@
+pub mod docs;
 pub mod family;
 pub mod logits;
 pub mod synth;

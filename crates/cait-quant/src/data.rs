@@ -359,16 +359,29 @@ fn idx_files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
     Some((find("images-idx3")?, find("labels-idx1")?))
 }
 
+/// Most bytes a gzip'd IDX file may decompress to (Fashion-MNIST's largest is 47 MB): a small file
+/// that claims more is refused instead of exhausting memory.
+const MAX_IDX_BYTES: u64 = 1 << 30;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    read_maybe_gz_capped(path, MAX_IDX_BYTES)
+}
+
+fn read_maybe_gz_capped(path: &Path, cap: u64) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(io(path))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
+        let bad = |reason: String| DataError::BadIdx {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(cap + 1)
             .read_to_end(&mut out)
-            .map_err(|e| DataError::BadIdx {
-                path: path.to_path_buf(),
-                reason: format!("gzip: {e}"),
-            })?;
+            .map_err(|e| bad(format!("gzip: {e}")))?;
+        if out.len() as u64 > cap {
+            return Err(bad(format!("decompresses to more than {cap} bytes")));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -981,5 +994,27 @@ mod tests {
             e.to_string(),
             "x.npy[1]: element [1, 1, 2] is NaN; inputs must be finite, normalized values"
         );
+    }
+
+    /// A small gzip file that inflates past the cap is refused, not read whole.
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("cait-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bomb-ubyte.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 100_000]).unwrap();
+        let bytes = gz.finish().unwrap();
+        assert!(bytes.len() < 1_000);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_maybe_gz_capped(&path, 50_000).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("decompresses to more than 50000 bytes"),
+            "{e}"
+        );
+        assert_eq!(read_maybe_gz_capped(&path, 100_000).unwrap().len(), 100_000);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

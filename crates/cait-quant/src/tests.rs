@@ -491,6 +491,42 @@ fn config_that_contradicts_the_tensors_is_an_error_naming_config_json() {
     assert!(matches!(load(&dir), Err(ImportError::BadConfig { .. })));
 }
 
+/// A `.pth` is a pickle, and Python's pickle runs whatever it names. Ours never does: a checkpoint
+/// whose pickle is `os.system("touch …")` — at the top, or as a value beside the weights' dict —
+/// loads as a typed error (or with the call ignored), and the command never runs.
+#[test]
+fn a_pickle_that_calls_os_system_never_runs() {
+    let dir = tmp_dir("evil");
+    let sentinel = dir.join("pwned");
+    let zip_of = |path: &Path, pkl: Vec<u8>| {
+        let file = std::fs::File::create(path).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", opts).unwrap();
+        zip.write_all(&pkl).unwrap();
+        zip.start_file("archive/version", opts).unwrap();
+        zip.write_all(b"3\n").unwrap();
+        zip.finish().unwrap();
+    };
+    let command = format!("touch {}", sentinel.display());
+    let mut w = Writer::new();
+    w.global("os", "system").str(&command).op(0x85).op(b'R');
+    let top = dir.join("top.pth");
+    zip_of(&top, w.finish());
+    let err = load(&top).unwrap_err();
+    assert!(matches!(err, ImportError::NoStateDict { .. }), "{err}");
+    let mut w = Writer::new();
+    w.op(b'}').put().op(b'(');
+    w.str("model");
+    w.global("os", "system").str(&command).op(0x85).op(b'R');
+    w.op(b'u');
+    let nested = dir.join("nested.pth");
+    zip_of(&nested, w.finish());
+    assert!(load(&nested).is_err());
+    assert!(!sentinel.exists(), "the pickle's command ran");
+}
+
 #[test]
 fn non_checkpoints_are_rejected_with_their_kind() {
     let dir = tmp_dir("junk");

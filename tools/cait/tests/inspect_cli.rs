@@ -50,6 +50,15 @@ fn checkpoint_and_pack_report_the_same_keys() {
     assert!((20.0..80.0).contains(&sqnr), "{q}");
     assert!((0.9..=1.0).contains(&agree), "{q}");
     assert_eq!(q["held_out_images"], 1024);
+    // The documents state the bundled pack's size and workspace as inspect reports them.
+    let docs = ["README.md", "models/fashion-cait/README.md"];
+    for (what, key) in [
+        ("int8 pack bytes", "pack_bytes"),
+        ("int8 workspace bytes", "workspace_bytes"),
+    ] {
+        let value = pack[key].as_u64().unwrap();
+        cait_tests::docs::assert_documented(&docs, &cait_tests::docs::thousands(value), what);
+    }
     // The numbers are the ones the text record states.
     let text = pack["metadata"]["quant.held_out"].as_str().unwrap();
     assert!(text.contains(&format!("logit SQNR {sqnr:.2} dB")), "{text}");

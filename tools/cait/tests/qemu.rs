@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cait_tests::docs::{assert_documented, thousands};
 use cait_tests::synth;
 
 fn cait() -> Command {
@@ -189,7 +190,45 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
             field("peak_stack_bytes"),
             flash
         );
+        // The documents state these figures (QEMU counts instructions, so they are exact and the
+        // same on both boards).
+        let docs = [
+            "README.md",
+            "models/fashion-cait/README.md",
+            "firmware/README.md",
+        ];
+        for (what, value) in [
+            (
+                "instructions per image (DSP kernels)",
+                field("instructions"),
+            ),
+            ("flash bytes", flash),
+            ("static RAM bytes", field("ram_bytes")),
+            ("peak stack bytes", field("peak_stack_bytes")),
+        ] {
+            assert_documented(&docs, &thousands(value), what);
+        }
+        let per_mac = format!("{:.2}", run["instructions_per_mac"].as_f64().unwrap());
+        assert_documented(&docs, &per_mac, "instructions per MAC");
     }
+    // The portable kernel, for the documents' before/after figures (bit-exact too).
+    let run = device(&pack, &input, "mps2-an386", &["--no-dsp"]);
+    assert_bit_exact(&logits(&run), &host, "mps2-an386 --no-dsp");
+    let docs = ["models/fashion-cait/README.md", "firmware/README.md"];
+    let instructions = run["instructions"].as_u64().unwrap();
+    assert_documented(
+        &docs,
+        &thousands(instructions),
+        "instructions (portable kernel)",
+    );
+    let per_mac = format!("{:.2}", run["instructions_per_mac"].as_f64().unwrap());
+    assert_documented(&docs, &per_mac, "instructions per MAC (portable kernel)");
+    let flash = run["flash_bytes"].as_u64().unwrap();
+    assert_documented(
+        &["firmware/README.md"],
+        &thousands(flash),
+        "flash (portable kernel)",
+    );
 }
 
 /// A mixed pack of the bundled model — `cait quantize --min-sqnr` above what all-int8 reaches, so
@@ -232,6 +271,19 @@ fn bundled_mixed_pack_is_bit_exact_on_both_boards() {
         assert_eq!(
             run["workspace_bytes"], q["workspace_bytes"],
             "{machine}: the firmware sizes the mixed workspace"
+        );
+        let docs = ["models/fashion-cait/README.md", "firmware/README.md"];
+        for (what, key) in [
+            ("mixed-pack instructions", "instructions"),
+            ("mixed-pack flash bytes", "flash_bytes"),
+            ("mixed-pack workspace bytes", "workspace_bytes"),
+        ] {
+            assert_documented(&docs, &thousands(run[key].as_u64().unwrap()), what);
+        }
+        assert_documented(
+            &docs,
+            &thousands(q["pack_bytes"].as_u64().unwrap()),
+            "mixed-pack bytes",
         );
         eprintln!(
             "{machine}: mixed pack ({} kept in f16): {} instructions/inference, RAM {} B + stack {} B, flash {} B",

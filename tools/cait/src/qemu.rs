@@ -165,6 +165,11 @@ pub fn run(args: Args) -> Result<()> {
     let mean = instructions.iter().sum::<u64>() / instructions.len().max(1) as u64;
     let macs = macs(&config);
     let per_mac = mean as f64 / macs as f64;
+    let input_bytes = (images
+        * config.in_chans as usize
+        * (config.img_size[0] * config.img_size[1]) as usize
+        * 4) as u64;
+    let code = code_bytes(&sizes, &device.pack_region, bytes.len() as u64, input_bytes);
 
     if args.json {
         let results: Vec<_> = device
@@ -178,6 +183,7 @@ pub fn run(args: Args) -> Result<()> {
             "instructions": mean,
             "ram_bytes": sizes.ram,
             "flash_bytes": sizes.flash,
+            "code_bytes": code,
             "psram_bytes": sizes.psram,
             "peak_stack_bytes": device.peak_stack,
             "workspace_bytes": device.workspace_bytes,
@@ -214,15 +220,27 @@ pub fn run(args: Args) -> Result<()> {
             group(macs)
         );
         println!(
-            "static RAM {} bytes (workspace {}), peak stack {} bytes, flash {} bytes, PSRAM {} bytes",
+            "static RAM {} bytes (workspace {}), peak stack {} bytes, flash {} bytes (code {}), PSRAM {} bytes",
             group(sizes.ram),
             group(device.workspace_bytes),
             device.peak_stack.map_or("?".into(), group),
             group(sizes.flash),
+            group(code),
             group(sizes.psram)
         );
     }
     Ok(())
+}
+
+/// The firmware's own flash bytes: flash minus the pack and the input images where they were linked
+/// into flash (the build puts the pack in PSRAM when `pack_region` says so, and the images there
+/// when PSRAM holds them too).
+fn code_bytes(sizes: &ElfSizes, pack_region: &str, pack: u64, inputs: u64) -> u64 {
+    let pack_in_psram = pack_region == "psram";
+    let inputs_in_psram = sizes.psram >= if pack_in_psram { pack } else { 0 } + inputs;
+    let data_in_flash =
+        if pack_in_psram { 0 } else { pack } + if inputs_in_psram { 0 } else { inputs };
+    sizes.flash.saturating_sub(data_in_flash)
 }
 
 /// `qemu-system-arm`, or a message saying how to install it.
@@ -566,6 +584,23 @@ fn group(v: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_bytes_leave_out_the_linked_data() {
+        let sizes = |flash, psram| ElfSizes {
+            flash,
+            ram: 0,
+            psram,
+        };
+        // Pack and images in flash.
+        assert_eq!(code_bytes(&sizes(1000, 0), "flash", 600, 100), 300);
+        // Pack in PSRAM, images in flash.
+        assert_eq!(code_bytes(&sizes(400, 640), "psram", 600, 100), 300);
+        // Both in PSRAM.
+        assert_eq!(code_bytes(&sizes(300, 704), "psram", 600, 100), 300);
+        // Pack in flash, images in PSRAM.
+        assert_eq!(code_bytes(&sizes(900, 128), "flash", 600, 100), 300);
+    }
 
     #[test]
     fn parses_device_lines() {

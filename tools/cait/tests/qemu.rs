@@ -182,6 +182,14 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
         );
         let flash = field("flash_bytes");
         assert!(flash <= 1024 * 1024, "{machine}: flash {flash} B > 1 MiB");
+        // Pack and images are in flash: the firmware's own code is the rest.
+        let inputs = 10 * 28 * 28 * 4;
+        let pack_bytes = std::fs::metadata(&pack).unwrap().len();
+        assert_eq!(
+            field("code_bytes"),
+            flash - pack_bytes - inputs,
+            "{machine}"
+        );
         eprintln!(
             "{machine}: {} instructions/inference, {:.2} instructions/MAC, RAM {} B + stack {} B, flash {} B",
             field("instructions"),
@@ -205,6 +213,7 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
             ("flash bytes", flash),
             ("static RAM bytes", field("ram_bytes")),
             ("peak stack bytes", field("peak_stack_bytes")),
+            ("firmware code bytes", field("code_bytes")),
         ] {
             assert_documented(&docs, &thousands(value), what);
         }

@@ -15,7 +15,7 @@ use crate::attention::{AttentionSink, HeadMix, RowScratch, class_attention, talk
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::ATTENTION_ROWS;
+use crate::workspace::{self, ATTENTION_ROWS};
 
 /// Every size the forward pass uses, derived once from a validated config.
 #[derive(Clone, Copy, Debug)]
@@ -279,15 +279,17 @@ struct AttentionScratch<'w> {
 }
 
 impl<'w> AttentionScratch<'w> {
-    /// Splits `scratch` (at least `2·T·D + 2·H·T + 2·R·D` long) for `tokens` keys.
+    /// Splits `scratch` as [`workspace::f32_attention`] lays it out, for `tokens` keys.
     fn split(scratch: &'w mut [f32], dims: &Dims, tokens: usize) -> AttentionScratch<'w> {
         let (d, h, cap) = (dims.d, dims.heads, dims.n + 1);
-        let (keys, rest) = scratch.split_at_mut(cap * d);
-        let (values, rest) = rest.split_at_mut(cap * d);
-        let (logits, rest) = rest.split_at_mut(h * cap);
-        let (weights, rest) = rest.split_at_mut(h * cap);
-        let (tile_in, rest) = rest.split_at_mut(dims.rows * d);
-        let tile_q = &mut rest[..dims.rows * d];
+        let regions = workspace::f32_attention(cap as u128, d as u128, h as u128);
+        let [keys, values, logits, weights, tile_in, tile_q] = regions.map(|r| r.count as usize);
+        let (keys, rest) = scratch.split_at_mut(keys);
+        let (values, rest) = rest.split_at_mut(values);
+        let (logits, rest) = rest.split_at_mut(logits);
+        let (weights, rest) = rest.split_at_mut(weights);
+        let (tile_in, rest) = rest.split_at_mut(tile_in);
+        let tile_q = &mut rest[..tile_q];
         AttentionScratch {
             keys: &mut keys[..tokens * d],
             values: &mut values[..tokens * d],

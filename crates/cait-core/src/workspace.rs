@@ -78,18 +78,79 @@ const fn patches(cfg: &ModelConfig) -> u128 {
     }
 }
 
+/// A region of a phase's scratch: `count` elements of `elem` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub(crate) count: u128,
+    pub(crate) elem: u128,
+}
+
+const fn region(count: u128, elem: u128) -> Region {
+    Region { count, elem }
+}
+
+/// `min(ATTENTION_ROWS, t)`.
+const fn attention_rows(t: u128) -> u128 {
+    if t < ATTENTION_ROWS as u128 {
+        t
+    } else {
+        ATTENTION_ROWS as u128
+    }
+}
+
+/// The f32 attention's scratch, in order, for `t` tokens of width `d` and `h` heads: keys `T·D`
+/// (transposed), values `T·D`, logits `H·T`, weights `H·T`, input tile `R·D`, query tile `R·D`.
+/// The one description both [`workspace_bytes`] and the block code (`blocks::AttentionScratch`)
+/// use, so the two cannot drift.
+pub(crate) const fn f32_attention(t: u128, d: u128, h: u128) -> [Region; 6] {
+    let r = attention_rows(t);
+    [
+        region(t * d, 4),
+        region(t * d, 4),
+        region(h * t, 4),
+        region(h * t, 4),
+        region(r * d, 4),
+        region(r * d, 4),
+    ]
+}
+
+/// The int8 attention's scratch, in order (see the module docs): int8 keys `T·D` and values `D·T`,
+/// f32 logits and weights `H·T`, int8 weights `H·T`, int8 input tile `R·D`, query tile `R·D` f32
+/// (or int8 in its first bytes), f32 output row `D`, int8 output tile `R·D`. Each region starts
+/// 4-byte aligned ([`take`] rounds up). Shared by [`workspace_bytes`] and `int8::blocks`.
+pub(crate) const fn int8_attention(t: u128, d: u128, h: u128) -> [Region; 9] {
+    let r = attention_rows(t);
+    [
+        region(t * d, 1),
+        region(d * t, 1),
+        region(h * t, 4),
+        region(h * t, 4),
+        region(h * t, 1),
+        region(r * d, 1),
+        region(r * d, 4),
+        region(d, 4),
+        region(r * d, 1),
+    ]
+}
+
+/// Bytes of `regions` laid out one after the other, each rounded up to 4 bytes.
+pub(crate) const fn region_bytes(regions: &[Region]) -> u128 {
+    let mut total = 0;
+    let mut i = 0;
+    while i < regions.len() {
+        total += round4(regions[i].count * regions[i].elem);
+        i += 1;
+    }
+    total
+}
+
 const fn scratch_floats(cfg: &ModelConfig) -> u128 {
     let p = cfg.patch_size as u128;
     let n = patches(cfg);
     let t = n + 1;
     let d = cfg.embed_dim as u128;
     let h = cfg.num_heads as u128;
-    let rows = if t < ATTENTION_ROWS as u128 {
-        t
-    } else {
-        ATTENTION_ROWS as u128
-    };
-    let attention = 2 * t * d + 2 * h * t + 2 * rows * d;
+    let attention = region_bytes(&f32_attention(t, d, h)) / 4;
     let mlp = d + max(
         cfg.mlp_hidden_dim as u128,
         cfg.mlp_hidden_dim_token_only as u128,
@@ -111,18 +172,7 @@ const fn int8_scratch_bytes(cfg: &ModelConfig) -> u128 {
     let t = n + 1;
     let d = cfg.embed_dim as u128;
     let h = cfg.num_heads as u128;
-    let rows = if t < ATTENTION_ROWS as u128 {
-        t
-    } else {
-        ATTENTION_ROWS as u128
-    };
-    let attention = 2 * round4(d * t)
-        + 2 * 4 * h * t
-        + round4(h * t)
-        + round4(rows * d)
-        + 4 * rows * d
-        + 4 * d
-        + round4(rows * d);
+    let attention = region_bytes(&int8_attention(t, d, h));
     let mlp = round4(d)
         + round4(max(
             cfg.mlp_hidden_dim as u128,

@@ -14,7 +14,7 @@ use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::take;
+use crate::workspace::{self, take};
 use crate::{Error, Outputs};
 
 /// Stem and head: everything outside the blocks.
@@ -174,17 +174,31 @@ struct AttentionScratch<'w> {
 }
 
 impl<'w> AttentionScratch<'w> {
+    /// Splits `scratch` as [`workspace::int8_attention`] lays it out, for `tokens` keys.
     fn split(scratch: &'w mut [u8], dims: &Dims, tokens: usize) -> AttentionScratch<'w> {
-        let (d, h, cap, r) = (dims.d, dims.heads, dims.n + 1, dims.rows);
-        let (keys, rest) = take::<i8>(scratch, cap * d);
-        let (values, rest) = take::<i8>(rest, cap * d);
-        let (logits, rest) = take::<f32>(rest, h * cap);
-        let (weights, rest) = take::<f32>(rest, h * cap);
-        let (probs, rest) = take::<i8>(rest, h * cap);
-        let (tile_in, rest) = take::<i8>(rest, r * d);
-        let (tile_q, rest) = take::<f32>(rest, r * d);
-        let (row, rest) = take::<f32>(rest, d);
-        let (tile_out, _) = take::<i8>(rest, r * d);
+        let (d, h, cap) = (dims.d, dims.heads, dims.n + 1);
+        let regions = workspace::int8_attention(cap as u128, d as u128, h as u128);
+        let [
+            keys,
+            values,
+            logits,
+            weights,
+            probs,
+            tile_in,
+            tile_q,
+            row,
+            tile_out,
+        ] = regions.map(|r| r.count as usize);
+        // The element types are the table's (`int8_attention_types_match_the_table` checks).
+        let (keys, rest) = take::<i8>(scratch, keys);
+        let (values, rest) = take::<i8>(rest, values);
+        let (logits, rest) = take::<f32>(rest, logits);
+        let (weights, rest) = take::<f32>(rest, weights);
+        let (probs, rest) = take::<i8>(rest, probs);
+        let (tile_in, rest) = take::<i8>(rest, tile_in);
+        let (tile_q, rest) = take::<f32>(rest, tile_q);
+        let (row, rest) = take::<f32>(rest, row);
+        let (tile_out, _) = take::<i8>(rest, tile_out);
         AttentionScratch {
             keys: &mut keys[..tokens * d],
             values: &mut values[..tokens * d],
@@ -646,4 +660,51 @@ pub(crate) fn forward(
     }
     stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::workspace::Region;
+    use cait_pack::{GlobalPool, ModelConfig};
+
+    /// The split takes each region of `workspace::int8_attention` with that region's element type
+    /// (the table's byte sizes are the slices' byte sizes) and fits the table's total exactly.
+    #[test]
+    fn int8_attention_types_match_the_table() {
+        let cfg = ModelConfig {
+            img_size: [28, 28],
+            patch_size: 7,
+            in_chans: 1,
+            num_classes: 10,
+            embed_dim: 36,
+            depth: 1,
+            num_heads: 3,
+            mlp_hidden_dim: 72,
+            depth_token_only: 1,
+            mlp_hidden_dim_token_only: 72,
+            qkv_bias: true,
+            global_pool: GlobalPool::Token,
+        };
+        let dims = Dims::new(&cfg);
+        let t = dims.n as u128 + 1;
+        let table = workspace::int8_attention(t, dims.d as u128, dims.heads as u128);
+        let total = workspace::region_bytes(&table) as usize;
+        let mut buf = vec![0u32; total / 4];
+        let scratch: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+        let a = AttentionScratch::split(scratch, &dims, dims.n + 1);
+        let bytes = [
+            core::mem::size_of_val(a.keys),
+            core::mem::size_of_val(a.values),
+            core::mem::size_of_val(a.logits),
+            core::mem::size_of_val(a.weights),
+            core::mem::size_of_val(a.probs),
+            core::mem::size_of_val(a.tile_in),
+            core::mem::size_of_val(a.tile_q),
+            core::mem::size_of_val(a.row),
+            core::mem::size_of_val(a.tile_out),
+        ];
+        let want = table.map(|Region { count, elem }| (count * elem) as usize);
+        assert_eq!(bytes, want);
+    }
 }

@@ -1,6 +1,6 @@
 //! Observing the activations a forward pass computes (calibration and error reports).
 //!
-//! A [`Probe`] passed through [`Outputs::probe`](crate::Outputs::probe) is shown, as they are made,
+//! A [`Probe`] passed to [`Model::forward_with_probe`](crate::Model::forward_with_probe) is shown, as they are made,
 //! the values at every point where an int8 pack quantizes an activation, plus each stage's output.
 //! The f32/f16 engine shows f32 values; the int8 engine shows what it actually feeds to the next
 //! matmul (int8 with its scale and zero point, or f32 where the pack keeps f32). Both engines report

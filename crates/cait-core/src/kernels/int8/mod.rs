@@ -22,7 +22,7 @@ pub(crate) mod tiled;
 pub(crate) const MAX_REDUCTION: usize = (1 << 17) - 1;
 
 /// `count` rows of `k` int8 values, row `i` at `data[i·stride..i·stride + k]`: the operands of
-/// [`matmul`]. Rows may be a column block of a wider matrix (one head of a `T × D` key matrix, say).
+/// the int8 matmul kernel. Rows may be a column block of a wider matrix (one head of a `T × D` key matrix, say).
 #[derive(Clone, Copy, Debug)]
 pub struct Rows<'a> {
     data: &'a [i8],

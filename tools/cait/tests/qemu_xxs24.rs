@@ -148,7 +148,15 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
     // Both attention products in int8: the kernels this measures (the automatic choice on 8
     // random images may keep attention·v in f32, which costs ~830M instructions more).
     let st = cait()
-        .args(["quantize", "--precision", "int8", "--qk", "int8", "--av", "int8"])
+        .args([
+            "quantize",
+            "--precision",
+            "int8",
+            "--qk",
+            "int8",
+            "--av",
+            "int8",
+        ])
         .arg("--calib")
         .arg(&calib)
         .arg("-o")

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -130,22 +130,43 @@ enum Reader {
     Torch(TorchArchive),
 }
 
+/// What a torch archive is read from: the file, or bytes in memory.
+trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
 impl RawCheckpoint {
     pub fn open(path: &Path) -> Result<RawCheckpoint, ImportError> {
+        let file = File::open(path).map_err(|source| ImportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path, BufReader::new(file))
+    }
+
+    /// [`open`](Self::open) on a checkpoint file's bytes; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<RawCheckpoint, ImportError> {
+        Self::from_reader(path, Cursor::new(bytes))
+    }
+
+    /// Tells the format from the first bytes and opens the container: a torch zip is read where
+    /// it is (only `data.pkl` now, storages when [`read`](Self::read) asks), safetensors whole.
+    fn from_reader(
+        path: &Path,
+        mut reader: impl ReadSeek + 'static,
+    ) -> Result<RawCheckpoint, ImportError> {
         let io = |source| ImportError::Io {
             path: path.to_path_buf(),
             source,
         };
         let mut head = [0u8; 16];
-        let n = {
-            let mut f = File::open(path).map_err(io)?;
-            read_up_to(&mut f, &mut head).map_err(io)?
-        };
+        let n = read_up_to(&mut reader, &mut head).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
         let head = &head[..n];
         if head.starts_with(b"PK\x03\x04") {
-            open_torch(path)
+            open_torch(path, Box::new(reader))
         } else if head.len() > 8 && head[8] == b'{' {
-            let bytes = std::fs::read(path).map_err(io)?;
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map_err(io)?;
             open_safetensors(path, bytes)
         } else {
             let reason = if head.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
@@ -295,8 +316,8 @@ fn open_safetensors(path: &Path, bytes: Vec<u8>) -> Result<RawCheckpoint, Import
     })
 }
 
-fn open_torch(path: &Path) -> Result<RawCheckpoint, ImportError> {
-    let (archive, root) = TorchArchive::open(path)?;
+fn open_torch(path: &Path, reader: Box<dyn ReadSeek>) -> Result<RawCheckpoint, ImportError> {
+    let (archive, root) = TorchArchive::open(path, reader)?;
     let state = find_state_dict(&root).map_err(|reason| ImportError::NoStateDict {
         path: path.to_path_buf(),
         reason,
@@ -371,9 +392,15 @@ fn find_state_dict(root: &Value) -> Result<&[(Value, Value)], String> {
     ))
 }
 
+/// Most bytes `data.pkl` may inflate to (a CaiT's is a few KB): a small compressed record that
+/// claims more is refused instead of exhausting memory.
+const MAX_PICKLE_BYTES: usize = 1 << 30;
+
 /// A `torch.save` zip archive: `<name>/data.pkl` plus one `<name>/data/<key>` record per storage.
 struct TorchArchive {
-    zip: ZipArchive<BufReader<File>>,
+    zip: ZipArchive<Box<dyn ReadSeek>>,
+    /// The archive's size in bytes: no record can be larger stored, so no more is reserved for one.
+    len: u64,
     /// `<name>/`, the folder every record sits in.
     prefix: String,
     big_endian: bool,
@@ -382,17 +409,22 @@ struct TorchArchive {
 }
 
 impl TorchArchive {
-    fn open(path: &Path) -> Result<(TorchArchive, Value), ImportError> {
+    fn open(
+        path: &Path,
+        mut reader: Box<dyn ReadSeek>,
+    ) -> Result<(TorchArchive, Value), ImportError> {
         let corrupt = |reason: String| ImportError::Corrupt {
             path: path.to_path_buf(),
             reason,
         };
-        let file = File::open(path).map_err(|source| ImportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut zip = ZipArchive::new(BufReader::new(file))
-            .map_err(|e| corrupt(format!("zip archive: {e}")))?;
+        let len = reader
+            .seek(SeekFrom::End(0))
+            .and_then(|len| reader.seek(SeekFrom::Start(0)).map(|_| len))
+            .map_err(|source| ImportError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut zip = ZipArchive::new(reader).map_err(|e| corrupt(format!("zip archive: {e}")))?;
         let pkl: Vec<&str> = zip
             .file_names()
             .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
@@ -408,11 +440,16 @@ impl TorchArchive {
             _ => return Err(corrupt("several data.pkl records".into())),
         };
         let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
-        let bytes = read_record(&mut zip, &pkl, usize::MAX).map_err(corrupt)?;
+        let bytes = read_record(&mut zip, len, &pkl, MAX_PICKLE_BYTES + 1).map_err(corrupt)?;
+        if bytes.len() > MAX_PICKLE_BYTES {
+            return Err(corrupt(format!(
+                "{pkl} inflates to more than {MAX_PICKLE_BYTES} bytes"
+            )));
+        }
         // torch >= 1.13 records the byte order of the storages; older archives are little-endian.
         let byteorder_name = format!("{prefix}byteorder");
         let big_endian = if zip.index_for_name(&byteorder_name).is_some() {
-            let order = read_record(&mut zip, &byteorder_name, 16).map_err(corrupt)?;
+            let order = read_record(&mut zip, len, &byteorder_name, 16).map_err(corrupt)?;
             match order.as_slice() {
                 b"little" => false,
                 b"big" => true,
@@ -433,6 +470,7 @@ impl TorchArchive {
         Ok((
             TorchArchive {
                 zip,
+                len,
                 prefix,
                 big_endian,
                 cache: None,
@@ -461,7 +499,7 @@ impl TorchArchive {
         let key = &t.storage.key;
         if self.cache.as_ref().is_none_or(|(k, _)| k != key) {
             let name = format!("{}data/{key}", self.prefix);
-            let data = read_record(&mut self.zip, &name, storage_bytes)?;
+            let data = read_record(&mut self.zip, self.len, &name, storage_bytes)?;
             if data.len() < storage_bytes {
                 return Err(format!(
                     "storage record {name} has {} bytes, {} needed",
@@ -480,17 +518,20 @@ impl TorchArchive {
     }
 }
 
-/// Reads a zip record, refusing more than `limit` bytes (a bound from the pickle, not the zip).
+/// Reads a zip record of an archive of `archive_len` bytes, refusing more than `limit` bytes (a
+/// bound from the pickle, not the zip).
 fn read_record(
-    zip: &mut ZipArchive<BufReader<File>>,
+    zip: &mut ZipArchive<Box<dyn ReadSeek>>,
+    archive_len: u64,
     name: &str,
     limit: usize,
 ) -> Result<Vec<u8>, String> {
     let file = zip
         .by_name(name)
         .map_err(|e| format!("record {name}: {e}"))?;
-    // The sizes in a zip's directory are claims: reserve no more than a sane amount up front.
-    let hint = usize::try_from(file.size())
+    // The sizes in a zip's directory are claims: reserve no more than the archive holds (what a
+    // stored record, as torch writes them, can have); a compressed one grows as it inflates.
+    let hint = usize::try_from(file.size().min(archive_len))
         .unwrap_or(0)
         .min(limit)
         .min(1 << 28);
@@ -512,6 +553,15 @@ fn gather(storage: &[u8], esize: usize, t: &TensorRef) -> Result<Vec<u8>, String
         return Ok(Vec::new());
     }
     let storage_numel = (storage.len() / esize) as u64;
+    // Only a zero or overlapping stride gives a view more elements than its storage, and no saved
+    // weight has one: refusing it bounds the copy by the storage record, so by the file.
+    if numel > storage_numel {
+        return Err(format!(
+            "view of {numel} elements (size {:?}, stride {:?}) is larger than its storage of \
+             {storage_numel} elements",
+            t.size, t.stride
+        ));
+    }
     // The furthest element the view touches must lie inside the storage.
     let last = t
         .size
@@ -672,6 +722,19 @@ mod tests {
         // One element past the end.
         assert!(gather(&s, 4, &view(1, &[12], &[1])).is_err());
         assert!(gather(&s, 4, &view(0, &[2, 2], &[u64::MAX, 1])).is_err());
+    }
+
+    /// A zero stride repeats elements: a tiny storage could stand for a view of any size, whose
+    /// copy would be allocated whole (here 4 TiB) before this check.
+    #[test]
+    fn a_view_cannot_outgrow_its_storage() {
+        let s = storage();
+        let e = gather(&s, 4, &view(0, &[1 << 40], &[0])).unwrap_err();
+        assert!(e.contains("larger than its storage of 12 elements"), "{e}");
+        assert!(gather(&s, 4, &view(0, &[13], &[0])).is_err());
+        // As many elements as the storage, even repeated, is still read.
+        let v = gather(&s, 4, &view(0, &[3, 4], &[0, 1])).unwrap();
+        assert_eq!(floats(&v)[8..], [0., 1., 2., 3.]);
     }
 
     #[test]

@@ -363,33 +363,47 @@ fn idx_files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
 /// that claims more is refused instead of exhausting memory.
 const MAX_IDX_BYTES: u64 = 1 << 30;
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    read_maybe_gz_capped(path, MAX_IDX_BYTES)
+/// Parses the bytes of an IDX file of unsigned bytes with `rank` dimensions (3 for images, 1 for
+/// labels), gzip'd or not, as [`load`] reads it from an IDX folder: returns its dimensions and data.
+/// `path` only names the file in errors. A gzip stream may inflate to at most 1 GiB.
+pub fn parse_idx(
+    path: &Path,
+    bytes: &[u8],
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    parse_idx_raw(path, &gunzip_capped(path, bytes, MAX_IDX_BYTES)?, rank)
 }
 
-fn read_maybe_gz_capped(path: &Path, cap: u64) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(io(path))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let bad = |reason: String| DataError::BadIdx {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(cap + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("gzip: {e}")))?;
-        if out.len() as u64 > cap {
-            return Err(bad(format!("decompresses to more than {cap} bytes")));
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
+/// `bytes` inflated if they are gzip (refused past `cap` bytes), else as they are.
+fn gunzip_capped<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    cap: u64,
+) -> Result<std::borrow::Cow<'b, [u8]>, DataError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
     }
+    let bad = |reason: String| DataError::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("gzip: {e}")))?;
+    if out.len() as u64 > cap {
+        return Err(bad(format!("decompresses to more than {cap} bytes")));
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
-/// Parses an IDX file of unsigned bytes: returns its dimensions and data.
-fn parse_idx(path: &Path, bytes: &[u8], rank: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+/// Parses an uncompressed IDX file of unsigned bytes: returns its dimensions and data.
+fn parse_idx_raw(
+    path: &Path,
+    bytes: &[u8],
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     let bad = |reason: String| DataError::BadIdx {
         path: path.to_path_buf(),
         reason,
@@ -433,8 +447,8 @@ fn load_idx(
     cfg: &ModelConfig,
     pre: &Preprocess,
 ) -> Result<Dataset, DataError> {
-    let (dims, pixels) = parse_idx(images, &read_maybe_gz(images)?, 3)?;
-    let (ldims, raw_labels) = parse_idx(labels, &read_maybe_gz(labels)?, 1)?;
+    let (dims, pixels) = parse_idx(images, &std::fs::read(images).map_err(io(images))?, 3)?;
+    let (ldims, raw_labels) = parse_idx(labels, &std::fs::read(labels).map_err(io(labels))?, 1)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if ldims[0] != n {
         return Err(DataError::BadLabels {
@@ -627,12 +641,27 @@ pub fn map_classes(data: &mut Dataset, model_labels: &[&str]) -> ClassMap {
 
 /// Decodes and preprocesses one image file (PNG or JPEG) for the model.
 pub fn load_image(path: &Path, cfg: &ModelConfig, pre: &Preprocess) -> Result<Vec<f32>, DataError> {
+    image_from_bytes(&std::fs::read(path).map_err(io(path))?, path, cfg, pre)
+}
+
+/// [`load_image`] on the bytes of an image file already in memory: the format is told from the
+/// contents, else from `path`'s extension; `path` names the image in errors.
+pub fn image_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+) -> Result<Vec<f32>, DataError> {
     let err = |reason: String| DataError::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let img = image::ImageReader::open(path)
-        .map_err(io(path))?
+    // As `ImageReader::open` does: the extension's format unless the contents name another.
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let img = reader
         .with_guessed_format()
         .map_err(io(path))?
         .decode()
@@ -690,6 +719,10 @@ fn to_model_mode(img: &image::DynamicImage, chans: usize) -> (Vec<u8>, usize) {
     }
 }
 
+/// Most pixels [`preprocess_u8`] resizes an image to before its center crop (64 MiB of RGBA): room
+/// for an aspect ratio of 256:1 at a 224 input with `crop_pct` 0.875.
+const MAX_RESIZED_PIXELS: u64 = 1 << 24;
+
 /// Rounds half to even, as Python's `round` does.
 fn round_half_even(v: f64) -> f64 {
     v.round_ties_even()
@@ -705,7 +738,9 @@ fn round_half_even(v: f64) -> f64 {
 ///   `int(short * long / short_in)` (torchvision `Resize(int)`); a non-square input uses timm's
 ///   `ResizeKeepRatio`: both sides divided by `min(h / th, w / tw)` with `(th, tw) =
 ///   floor((h, w) / crop_pct)`, rounded half to even;
-/// - center crop at `round((resized - crop) / 2)`, Python's round (half to even), as torchvision.
+/// - center crop at `round((resized - crop) / 2)`, Python's round (half to even), as torchvision;
+/// - an image whose resize before the crop would exceed 2^24 pixels (an extreme aspect ratio, or
+///   a tiny `crop_pct`) is refused.
 ///
 /// `crop_pct` is stored as f32; it is taken as the shortest decimal that round-trips (`0.9f32` is
 /// `0.9`), which is the Python float the cfg was written from.
@@ -736,10 +771,11 @@ pub fn preprocess_u8(
     let (rw, rh) = if out_h == out_w {
         // torchvision Resize(int): new_long = int(new_short * long / short)
         let target = (out_h as f64 / crop_pct).floor() as u64;
+        // Saturating: a size that overflows is refused below, with the others too large.
         if w <= h {
-            (target, target * h / w)
+            (target, target.saturating_mul(h) / w)
         } else {
-            (target * w / h, target)
+            (target.saturating_mul(w) / h, target)
         }
     } else {
         // timm ResizeKeepRatio(scale_size, longest=0)
@@ -757,6 +793,14 @@ pub fn preprocess_u8(
         u32::try_from(rw).unwrap_or(u32::MAX).max(out_w) as usize,
         u32::try_from(rh).unwrap_or(u32::MAX).max(out_h) as usize,
     );
+    // A very elongated image (or a tiny crop_pct) would be resized to something huge before the
+    // crop: refused before any of it is allocated.
+    if rw as u64 * rh as u64 > MAX_RESIZED_PIXELS {
+        return Err(format!(
+            "resizing the {w}x{h} image to {rw}x{rh} for the {out_w}x{out_h} crop would take more \
+             than {MAX_RESIZED_PIXELS} pixels (is its aspect ratio, or crop_pct {crop_pct}, right?)"
+        ));
+    }
     let filter = match pre.interpolation {
         Interpolation::Nearest => Filter::Nearest,
         Interpolation::Bilinear => Filter::Bilinear,
@@ -996,25 +1040,130 @@ mod tests {
         );
     }
 
+    /// An IDX header's dimensions are claims: checked against the bytes there (after inflating,
+    /// within the cap) before the data is copied.
+    #[test]
+    fn idx_declared_sizes_are_checked_against_the_file() {
+        let path = Path::new("t10k-images-idx3-ubyte");
+        let e = parse_idx(path, &idx(&[65535, 65535, 65535], &[0; 16]), 3).unwrap_err();
+        assert!(e.to_string().contains("found 16"), "{e}");
+        let e = parse_idx(path, &idx(&[u32::MAX; 3], &[]), 3).unwrap_err();
+        assert!(matches!(e, DataError::BadIdx { .. }), "{e}");
+        let e = parse_idx(path, &[0, 0, 8, 3, 0, 0], 3).unwrap_err();
+        assert!(e.to_string().contains("shorter than its header"), "{e}");
+        // The gzip'd file parses to the same.
+        use std::io::Write;
+        let plain = idx(&[2], &[7, 1]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(parse_idx(path, &gz, 1).unwrap(), (vec![2], vec![7, 1]));
+        assert_eq!(parse_idx(path, &plain, 1).unwrap(), (vec![2], vec![7, 1]));
+        // A gzip stream cut short is an error, not a partial file.
+        assert!(parse_idx(path, &gz[..gz.len() - 9], 1).is_err());
+    }
+
+    /// A PNG's header declares its size; one far larger than its data is refused by the decoder's
+    /// allocation limit, not allocated.
+    #[test]
+    fn image_declared_sizes_are_bounded() {
+        let (cfg, pre) = gray28();
+        let png = gray_png(0x7fff_ffff, 0x7fff_ffff, &[0; 8]);
+        let e = image_from_bytes(&png, Path::new("huge.png"), &cfg, &pre).unwrap_err();
+        assert!(matches!(e, DataError::Image { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("huge.png: not a readable image"),
+            "{e}"
+        );
+    }
+
+    /// An 8-bit grayscale PNG of `w` x `h` whose rows (filter byte, then pixels) inflate from
+    /// `rows`, compressed as well as zlib can.
+    fn gray_png(w: u32, h: u32, rows: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            out.extend((data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend(kind);
+            out.extend(data);
+            let crc = crc32(&out[start..]);
+            out.extend(crc.to_be_bytes());
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(rows).unwrap();
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut out, b"IHDR", &ihdr);
+        chunk(&mut out, b"IDAT", &z.finish().unwrap());
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// Found by the `image` fuzz target: a 1x65535 image (fuzz input `RAW`, w 1, h 65535, RGBA) for
+    /// a 3x32x32 model resized its shorter side to 36 and so its longer one to 2.4 million rows
+    /// (255 MB, 11 s of bicubic) before cropping 32 of them; a 1-pixel-wide PNG of a million rows,
+    /// 4 KB of file, asked for 4 GB. A `crop_pct` near zero (a pack may hold any positive one)
+    /// overflowed the size. All are refused before resizing.
+    #[test]
+    fn an_elongated_image_or_tiny_crop_is_refused_before_resizing() {
+        let mut cfg = gray28().0;
+        (cfg.in_chans, cfg.img_size) = (3, [32, 32]);
+        let mut pre = Preprocess::imagenet([3, 32, 32]);
+        pre.crop_pct = 0.875;
+        let strip = image::DynamicImage::ImageRgba8(image::RgbaImage::new(1, 65535));
+        let e = preprocess(&strip, &cfg, &pre).unwrap_err();
+        assert!(
+            e.contains("resizing the 1x65535 image to 36x2359260"),
+            "{e}"
+        );
+        let png = gray_png(1, 1 << 20, &vec![0; 2 << 20]);
+        assert!(png.len() < 4 << 10, "{}", png.len());
+        let e = image_from_bytes(&png, Path::new("strip.png"), &cfg, &pre).unwrap_err();
+        assert!(e.to_string().contains("would take more than"), "{e}");
+        pre.crop_pct = 1e-30;
+        let square = image::DynamicImage::ImageRgb8(image::RgbImage::new(40, 40));
+        assert!(preprocess(&square, &cfg, &pre).is_err());
+        (cfg.img_size, pre.input_size) = ([32, 48], [3, 32, 48]);
+        assert!(preprocess(&square, &cfg, &pre).is_err());
+        // A long but sane panorama (8:1) still works.
+        pre.crop_pct = 0.875;
+        cfg.img_size = [32, 32];
+        let wide = image::DynamicImage::ImageRgb8(image::RgbImage::new(320, 40));
+        assert_eq!(preprocess(&wide, &cfg, &pre).unwrap().len(), 3 * 32 * 32);
+    }
+
     /// A small gzip file that inflates past the cap is refused, not read whole.
     #[test]
     fn a_gzip_bomb_is_refused() {
         use std::io::Write;
-        let dir = std::env::temp_dir().join(format!("cait-gz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bomb-ubyte.gz");
+        let path = Path::new("bomb-ubyte.gz");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 100_000]).unwrap();
         let bytes = gz.finish().unwrap();
         assert!(bytes.len() < 1_000);
-        std::fs::write(&path, &bytes).unwrap();
-        let e = read_maybe_gz_capped(&path, 50_000).unwrap_err();
+        let e = gunzip_capped(path, &bytes, 50_000).unwrap_err();
         assert!(
             e.to_string()
                 .contains("decompresses to more than 50000 bytes"),
             "{e}"
         );
-        assert_eq!(read_maybe_gz_capped(&path, 100_000).unwrap().len(), 100_000);
-        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(gunzip_capped(path, &bytes, 100_000).unwrap().len(), 100_000);
     }
 }

@@ -372,6 +372,24 @@ pub fn load_checkpoint(path: &Path, opts: &ImportOptions) -> Result<Checkpoint, 
     })
 }
 
+/// Every tensor of a checkpoint file's bytes (safetensors or a `torch.save` zip) as f32, keyed as
+/// [`Checkpoint::tensors`] keys them (wrapper prefixes stripped): the container and pickle reading
+/// of [`load_checkpoint`], without its config inference and checks. Entries that are not tensors
+/// are left out. `path` only names the file in errors.
+pub fn read_checkpoint_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(CheckpointFormat, BTreeMap<String, Tensor>), ImportError> {
+    let mut raw = RawCheckpoint::from_bytes(path, bytes)?;
+    let keys: Vec<String> = raw
+        .entries
+        .iter()
+        .filter(|(_, e)| e.is_tensor())
+        .map(|(k, _)| k.clone())
+        .collect();
+    Ok((raw.format, raw.read(&keys)?))
+}
+
 /// The preprocessing a hub config states, completed with CaiT's defaults.
 fn hub_preprocess(cfg: &ModelConfig, hub: &HubConfig) -> Result<Preprocess, String> {
     let mut p = default_preprocess(cfg);

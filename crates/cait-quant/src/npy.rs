@@ -200,7 +200,13 @@ struct Array {
 /// Returns the shape (empty for a 0-d scalar) and the elements in C order.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let path = path.as_ref();
-    let array = read_array(path)?;
+    parse_f32(&read_file(path)?, path)
+}
+
+/// [`read_f32`] on the bytes of a `.npy` file already in memory; `path` only names it in errors.
+pub fn parse_f32(bytes: &[u8], path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let path = path.as_ref();
+    let array = parse(bytes).map_err(|e| e.at(path))?;
     const EXPECTED: &str = "float32 '<f4' (or '<f8' / '<f2', converted)";
     if array.dtype.kind != Kind::Float || !matches!(array.dtype.size, 2 | 4 | 8) {
         return Err(NpyError::UnsupportedDtype {
@@ -256,7 +262,13 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyErr
 /// `<u4`, `<u8`; also accepted big-endian).
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<i64>, NpyError> {
     let path = path.as_ref();
-    let array = read_array(path)?;
+    parse_labels(&read_file(path)?, path)
+}
+
+/// [`read_labels`] on the bytes of a `.npy` file already in memory; `path` only names it in errors.
+pub fn parse_labels(bytes: &[u8], path: impl AsRef<Path>) -> Result<Vec<i64>, NpyError> {
+    let path = path.as_ref();
+    let array = parse(bytes).map_err(|e| e.at(path))?;
     if array.dtype.kind == Kind::Float || !matches!(array.dtype.size, 1 | 2 | 4 | 8) {
         return Err(NpyError::UnsupportedDtype {
             path: path.to_path_buf(),
@@ -380,12 +392,11 @@ fn encode(shape: &[usize], descr: &str, elems: usize, payload: &[u8]) -> Option<
     Some(out)
 }
 
-fn read_array(path: &Path) -> Result<Array, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+fn read_file(path: &Path) -> Result<Vec<u8>, NpyError> {
+    std::fs::read(path).map_err(|source| NpyError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&bytes).map_err(|e| e.at(path))
+    })
 }
 
 /// A parse error before the file name is attached.
@@ -824,5 +835,46 @@ mod tests {
             read_f32(tmp("missing.npy")),
             Err(NpyError::Io { .. })
         ));
+    }
+
+    /// The shape is a claim: the data it needs is compared with the bytes present before any of it
+    /// is copied, and the byte parsers are what the path readers run.
+    #[test]
+    fn declared_sizes_are_checked_against_the_file() {
+        let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }\n";
+        let e = parse_f32(&raw(1, h, &[0; 8]), "huge.npy").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NpyError::Truncated {
+                    expected: 4398046511104,
+                    found: 8,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("huge.npy"), "{e}");
+        let h = "{'descr': '<i8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
+        assert!(matches!(
+            parse_labels(&raw(1, h, &[]), "x.npy"),
+            Err(NpyError::BadHeader { .. })
+        ));
+        // A header length past the end of the file.
+        let mut v = raw(1, "{}", &[]);
+        v[8..10].copy_from_slice(&60000u16.to_le_bytes());
+        assert!(matches!(
+            parse_f32(&v, "x.npy"),
+            Err(NpyError::BadHeader { .. })
+        ));
+        let path = tmp("same.npy");
+        write_f32(&path, &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(parse_f32(&bytes, &path).unwrap(), read_f32(&path).unwrap());
+        write_labels(&path, &[4, -2]).unwrap();
+        assert_eq!(
+            parse_labels(&std::fs::read(&path).unwrap(), &path).unwrap(),
+            vec![4, -2]
+        );
     }
 }

@@ -280,9 +280,34 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, PickleError> {
         memo: HashMap::new(),
     };
     let root = m.run()?;
-    // Every node is visited at most this many times in total; sharing beyond it is a "pickle bomb".
-    let mut budget = m.arena.len().saturating_mul(8).max(1 << 20);
+    // Every node is visited, and every string copied, at most this much in total; sharing beyond
+    // it is a "pickle bomb". torch shares little (a storage's class and location), so a state
+    // dict's tree is a small multiple of its arena and its strings of its bytes.
+    let mut budget = Budget {
+        nodes: m.arena.len().saturating_mul(8).max(1 << 16),
+        bytes: bytes.len().saturating_mul(8).max(1 << 20),
+    };
     m.to_value(root, 0, &mut budget)
+}
+
+/// What the tree built from the arena may still take: a node shared by many containers is copied
+/// into each, so neither count is bounded by the input without these.
+struct Budget {
+    /// Nodes.
+    nodes: usize,
+    /// Bytes of strings, byte strings and big integers.
+    bytes: usize,
+}
+
+impl Budget {
+    fn take(&mut self, payload: usize) -> Result<(), PickleError> {
+        self.nodes = self.nodes.checked_sub(1).ok_or(PickleError::TooLarge)?;
+        self.bytes = self
+            .bytes
+            .checked_sub(payload)
+            .ok_or(PickleError::TooLarge)?;
+        Ok(())
+    }
 }
 
 type Id = usize;
@@ -1016,12 +1041,19 @@ impl Machine<'_> {
         }
     }
 
-    fn to_value(&self, id: Id, depth: usize, budget: &mut usize) -> Result<Value, PickleError> {
+    fn to_value(&self, id: Id, depth: usize, budget: &mut Budget) -> Result<Value, PickleError> {
         if depth > MAX_DEPTH {
             return Err(PickleError::TooDeep);
         }
-        *budget = budget.checked_sub(1).ok_or(PickleError::TooLarge)?;
-        let list = |items: &[Id], budget: &mut usize| -> Result<Vec<Value>, PickleError> {
+        budget.take(match &self.arena[id] {
+            Obj::BigInt(b) | Obj::Bytes(b) => b.len(),
+            Obj::Str(s) | Obj::Opaque(s) => s.len(),
+            Obj::Global(m, n) => m.len() + n.len(),
+            Obj::Storage(s) => s.key.len() + s.location.len(),
+            Obj::Tensor(t) => t.storage.key.len() + t.storage.location.len() + 16 * t.size.len(),
+            _ => 0,
+        })?;
+        let list = |items: &[Id], budget: &mut Budget| -> Result<Vec<Value>, PickleError> {
             items
                 .iter()
                 .map(|&i| self.to_value(i, depth + 1, budget))
@@ -1389,5 +1421,40 @@ pub(crate) mod tests {
         }
         b.push(b'.');
         assert_eq!(unpickle(&b), Err(PickleError::TooLarge));
+    }
+
+    /// One 3000-byte string shared 10^6 times through three levels of 100-entry lists is 3 GB once
+    /// every copy is made; shared 400 times, 1.2 MB in 400 nodes, it is still refused: the string
+    /// bytes are counted, not only the nodes.
+    #[test]
+    fn shared_strings_cannot_explode() {
+        let bomb = |levels: u8, width: usize| {
+            let mut b = vec![0x80, 2, b'B'];
+            b.extend_from_slice(&3000u32.to_le_bytes());
+            b.extend_from_slice(&[b'x'; 3000]);
+            b.extend_from_slice(&[b'q', 0]);
+            for level in 1..=levels {
+                b.push(b'(');
+                for _ in 0..width {
+                    b.extend_from_slice(&[b'h', level - 1]);
+                }
+                b.extend_from_slice(&[b'l', b'q', level]);
+            }
+            b.push(b'.');
+            assert!(b.len() < 4000);
+            b
+        };
+        assert_eq!(unpickle(&bomb(3, 100)), Err(PickleError::TooLarge));
+        assert_eq!(unpickle(&bomb(1, 400)), Err(PickleError::TooLarge));
+        // A string shared a few times, as torch shares "cpu" between tensors, is fine.
+        let mut b = vec![0x80, 2, b'(', b'B'];
+        b.extend_from_slice(&3000u32.to_le_bytes());
+        b.extend_from_slice(&[b'x'; 3000]);
+        b.extend_from_slice(&[b'q', 0]);
+        for _ in 0..100 {
+            b.extend_from_slice(&[b'h', 0]);
+        }
+        b.extend_from_slice(b"l.");
+        assert!(matches!(unpickle(&b), Ok(Value::List(v)) if v.len() == 101));
     }
 }

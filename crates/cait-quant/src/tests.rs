@@ -616,3 +616,91 @@ fn qkv_bias_false_no_head_and_gray_input() {
         .collect();
     assert!(!shapes.contains_key("blocks.0.attn.qkv.bias"));
 }
+
+/// A torch.save-style zip in memory: `archive/data.pkl`, `archive/byteorder`, `archive/data/<i>`.
+fn torch_zip_bytes(pkl: &[u8], storages: &[&[u8]]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    zip.write_all(pkl).unwrap();
+    zip.start_file("archive/byteorder", opts).unwrap();
+    zip.write_all(b"little").unwrap();
+    for (i, s) in storages.iter().enumerate() {
+        zip.start_file(format!("archive/data/{i}"), opts).unwrap();
+        zip.write_all(s).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A state dict `{"w": tensor}` over storage `0`, as `torch.save` pickles it.
+fn one_tensor_pickle(numel: u64, size: &[u64], stride: &[u64]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.global("collections", "OrderedDict");
+    w.op(b')').op(b'R').put();
+    w.op(b'(');
+    w.str("w");
+    w.tensor("FloatStorage", "0", numel, 0, size, stride);
+    w.op(b'u');
+    w.finish()
+}
+
+/// `read_checkpoint_bytes` reads what `load_checkpoint` reads from the file.
+#[test]
+fn checkpoint_bytes_read_as_the_file_does() {
+    let dir = tmp_dir("bytes");
+    let entries = synth(&tiny());
+    for (name, torch) in [("m.pth", true), ("m.safetensors", false)] {
+        let path = dir.join(name);
+        if torch {
+            write_torch(&path, &entries, Dtype::F16, Layout::Release);
+        } else {
+            write_safetensors(&path, &entries, Dtype::BF16);
+        }
+        let ckpt = load(&path).unwrap();
+        let (format, tensors) =
+            read_checkpoint_bytes(&path, std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(format, ckpt.format);
+        assert_eq!(tensors, ckpt.tensors);
+    }
+}
+
+/// Sizes a checkpoint declares are checked against the bytes there before anything that size is
+/// allocated: a safetensors header's length and a tensor's data offsets, a torch storage's element
+/// count, a view with more elements than its storage (found by review beside the `checkpoint` fuzz
+/// target: a stride-0 view of 2^40 elements over 16 bytes allocated its 4 TiB copy whole).
+#[test]
+fn checkpoint_declared_sizes_are_checked_against_the_file() {
+    let path = Path::new("fuzz.bin");
+    let corrupt = |bytes: Vec<u8>| match read_checkpoint_bytes(path, bytes) {
+        Err(ImportError::Corrupt { reason, .. }) => reason,
+        other => panic!("{other:?}"),
+    };
+    let mut st = (1u64 << 40).to_le_bytes().to_vec();
+    st.extend_from_slice(b"{}      ");
+    corrupt(st);
+    let header = br#"{"w":{"dtype":"F32","shape":[1073741824],"data_offsets":[0,4294967296]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    st.extend_from_slice(&[0; 8]);
+    corrupt(st);
+
+    let floats: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let bad_tensor =
+        |pkl: Vec<u8>| match read_checkpoint_bytes(path, torch_zip_bytes(&pkl, &[&floats])) {
+            Err(ImportError::BadTensor { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+    // A storage of 2^40 float32 with a 16-byte record.
+    let e = bad_tensor(one_tensor_pickle(1 << 40, &[4], &[1]));
+    assert!(e.contains("has 16 bytes, 4398046511104 needed"), "{e}");
+    // A broadcast view of 2^40 elements over those 4.
+    let e = bad_tensor(one_tensor_pickle(4, &[1 << 40], &[0]));
+    assert!(e.contains("larger than its storage"), "{e}");
+    let (_, t) = read_checkpoint_bytes(
+        path,
+        torch_zip_bytes(&one_tensor_pickle(4, &[2, 2], &[1, 2]), &[&floats]),
+    )
+    .unwrap();
+    assert_eq!(t["w"].data, vec![0.0, 2.0, 1.0, 3.0]);
+}

@@ -497,7 +497,13 @@ impl TorchArchive {
             .and_then(|n| n.checked_mul(esize))
             .ok_or("storage size overflows")?;
         let key = &t.storage.key;
-        if self.cache.as_ref().is_none_or(|(k, _)| k != key) {
+        // Tensors of one storage all give its size; a file where a later one gives more must not
+        // read past what was cached for an earlier one, so the record is read again and checked.
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|(k, data)| k == key && data.len() >= storage_bytes);
+        if !cached {
             let name = format!("{}data/{key}", self.prefix);
             let data = read_record(&mut self.zip, self.len, &name, storage_bytes)?;
             if data.len() < storage_bytes {

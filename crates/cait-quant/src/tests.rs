@@ -704,3 +704,42 @@ fn checkpoint_declared_sizes_are_checked_against_the_file() {
     .unwrap();
     assert_eq!(t["w"].data, vec![0.0, 2.0, 1.0, 3.0]);
 }
+
+/// Found by the `checkpoint` fuzz target: two tensors of one storage record where the second
+/// claims the storage is larger than the first did. The record read (and cached) for the first
+/// was sliced to the second's size without a check: a panic (`range end index 272 out of range for
+/// slice of length 256`). Now it is read again and found too short: a typed error.
+#[test]
+fn a_storage_shared_with_a_larger_size_is_an_error_not_a_panic() {
+    // The minimized input (the target wraps it in a zip with storages 0-3 of 64 float32 each).
+    let pkl: &[u8] =
+        b"\x80\x02ccollections\nOrderedDict\n)R(X\x09\x00\x00\x00ad.ightq\x0fctorch._utils\n_r\
+        ebuild_tensor_v2\nq\x10((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\
+        \x001q\x13X\x03\x00\x00\x00uq\x14K@tQK\x00K\x04K\x08\x86K\x01K\x04\x86tRq\x1bX\x09\
+        \x00\x00\x00head.biq\x1cctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storag\
+        ectorch\nFloatStorage\nq\x1fX\x01\x00\x00\x001X\x03\x00\x00\x00uq!KDtQK<K\x04\x85q#K\
+        \x01\x85tq'Rq(u.";
+    let floats: Vec<u8> = (0..64).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let bytes = torch_zip_bytes(pkl, &[&floats, &floats, &floats, &floats]);
+    match read_checkpoint_bytes(Path::new("fuzz.pth"), bytes) {
+        Err(ImportError::BadTensor { tensor, reason, .. }) => {
+            assert_eq!(tensor, "head.biq\x1c");
+            assert!(reason.contains("has 256 bytes, 272 needed"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same through a state dict written as torch writes one: "a" reads storage 0 as 4
+    // floats, "b" as 5; the record holds 4.
+    let mut w = Writer::new();
+    w.global("collections", "OrderedDict");
+    w.op(b')').op(b'R').put();
+    w.op(b'(');
+    w.str("a");
+    w.tensor("FloatStorage", "0", 4, 0, &[4], &[1]);
+    w.str("b");
+    w.tensor("FloatStorage", "0", 5, 0, &[5], &[1]);
+    w.op(b'u');
+    let bytes = torch_zip_bytes(&w.finish(), &[&floats[..16]]);
+    let e = read_checkpoint_bytes(Path::new("shared.pth"), bytes).unwrap_err();
+    assert!(e.to_string().contains("has 16 bytes, 20 needed"), "{e}");
+}

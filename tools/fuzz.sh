@@ -88,8 +88,12 @@ for crate in "${crates[@]}"; do
         execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
         [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#' || true)
         [ -n "$execs" ] || execs=0
-        # libFuzzer's own count of the seconds it ran; the limit when it stopped on a crash.
+        # libFuzzer's own count of the seconds it ran; after a crash, from its average speed.
         ran=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 | awk '{print $5}' || true)
+        if [ -z "$ran" ]; then
+            speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+            [ -n "$speed" ] && [ "$speed" -gt 0 ] && ran=$(((execs + speed - 1) / speed))
+        fi
         [ -n "$ran" ] && [ "$ran" -gt 0 ] || ran=$secs
         crashes=$(grep -o 'Test unit written to [^ ]*' "$log" | sed 's/Test unit written to //' \
             | grep -v '/slow-unit-' || true)

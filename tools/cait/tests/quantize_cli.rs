@@ -462,19 +462,13 @@ fn mixed_precision_budgets() {
         a.extend(extra);
         cait(&a)
     };
-    let plain = json(&ok(&[
-        "quantize",
-        p(&ckpt),
-        "--precision",
-        "int8",
-        "--calib",
-        p(&calib),
-        "-o",
-        p(&pack),
-        "--method",
-        "minmax",
-        "--json",
-    ]));
+    let out = run("int8", &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain = json(&out);
     // Well above the held-out figure, and above the selection figure (6 images each: they differ).
     let target = plain["report"]["logit_sqnr_db"].as_f64().unwrap() + 6.0;
     let target = format!("{target:.1}");

@@ -6,6 +6,7 @@
 mod attention;
 mod classify;
 mod eval;
+mod firmware_build;
 mod input;
 mod inspect;
 mod model;

@@ -17,6 +17,8 @@ use cait_pack::{ModelConfig, Pack, PackError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::firmware_build::{firmware_cargo, firmware_elf};
+
 /// Arguments of `cait qemu`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -318,28 +320,19 @@ fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Re
     spinner.set_message(format!("building firmware for {}", args.machine.name()));
     spinner.enable_steady_tick(Duration::from_millis(120));
 
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(firmware)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "classify",
-            "--no-default-features",
-        ])
+    let mut build = firmware_cargo(firmware, &target)
+        .with_context(|| format!("cannot set up the firmware build in {}", firmware.display()))?;
+    let cmd = &mut build.command;
+    cmd.args(["--release", "--bin", "classify", "--no-default-features"])
         .args(["--features", args.machine.feature()])
         .args(if args.no_dsp {
             &[][..]
         } else {
             &["--features", "dsp"][..]
         })
-        .env("CARGO_TARGET_DIR", &target)
         .env("CAIT_PACK", pack)
         .env("CAIT_INPUT", input)
-        .env_remove("CAIT_PACK_UNCHECKED")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
+        .env_remove("CAIT_PACK_UNCHECKED");
     if args.psram {
         cmd.env("CAIT_PACK_REGION", "psram");
     } else {
@@ -365,7 +358,7 @@ fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Re
             firmware.display()
         );
     }
-    let built = target.join("thumbv7em-none-eabihf/release/classify");
+    let built = firmware_elf(&target, "classify");
     let copy = target.join(format!(
         "classify-{}-{}.elf",
         args.machine.name(),

@@ -12,6 +12,10 @@ use std::process::{Command, Output};
 use cait_tests::docs::{assert_documented, thousands};
 use cait_tests::synth;
 
+#[path = "../src/firmware_build.rs"]
+mod firmware_build;
+use firmware_build::{firmware_cargo, firmware_elf};
+
 fn cait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cait"))
 }
@@ -373,20 +377,16 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
             // The lock `cait qemu` takes around its builds of this target dir.
             let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
             lock.lock().unwrap();
-            let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .current_dir(&firmware)
+            let mut build = firmware_cargo(&firmware, &target).unwrap();
+            let build = build
+                .command
                 .args([
-                    "build",
                     "--release",
                     "--bin",
                     "kernel_check",
                     "--no-default-features",
                 ])
                 .args(["--features", &format!("{machine},dsp")])
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .env_remove("CARGO_BUILD_TARGET")
                 .output()
                 .unwrap();
             assert!(
@@ -395,11 +395,7 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
                 String::from_utf8_lossy(&build.stderr)
             );
             let copy = target.join(format!("kernel_check-{machine}-{}.elf", std::process::id()));
-            std::fs::copy(
-                target.join("thumbv7em-none-eabihf/release/kernel_check"),
-                &copy,
-            )
-            .unwrap();
+            std::fs::copy(firmware_elf(&target, "kernel_check"), &copy).unwrap();
             copy
         };
         let run = Command::new("qemu-system-arm")

@@ -52,6 +52,19 @@ impl BackendKind {
     }
 }
 
+/// The name of the hardware `device` runs on, as its driver reports it (for wgpu the adapter's
+/// name, e.g. `NVIDIA H200` or `llvmpipe (LLVM 15.0.6, 256 bits)` for lavapipe); the CPU backend
+/// reports its thread count.
+pub fn device_name(device: &Device) -> String {
+    match device.identity() {
+        Some(identity) if !identity.name.is_empty() => identity.name,
+        _ => format!(
+            "CPU, {} threads",
+            std::thread::available_parallelism().map_or(1, usize::from)
+        ),
+    }
+}
+
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

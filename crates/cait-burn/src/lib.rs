@@ -12,7 +12,7 @@ mod reference;
 pub mod rng;
 pub mod train;
 
-pub use backend::BackendKind;
+pub use backend::{BackendKind, device_name};
 pub use error::Error;
 
 pub use model::{Cait, CaitOutput, ParamSource, init_tensors};

@@ -175,6 +175,11 @@ impl Reference {
         self.backend
     }
 
+    /// The hardware the model runs on ([`crate::device_name`]).
+    pub fn device_name(&self) -> String {
+        crate::device_name(&self.device)
+    }
+
     /// How the weights were loaded.
     pub fn weight_source(&self) -> &WeightSource {
         &self.weights

@@ -108,6 +108,20 @@ fn end_quietly_on_broken_pipe() {
 #[cfg(not(unix))]
 fn end_quietly_on_broken_pipe() {}
 
+/// Mesa's Vulkan device-select layer looks for the display's GPU by connecting to Wayland, and on a
+/// machine without a session (no `XDG_RUNTIME_DIR`: CI, ssh, containers) prints `error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment.` at every adapter probe of
+/// `--backend burn-wgpu`. Without a session there is no display to select by, so the layer is
+/// switched off (`NODEVICE_SELECT=1`) unless the user set it either way.
+fn quiet_headless_vulkan() {
+    let session = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| PathBuf::from(d).is_dir());
+    if !session && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists that could read the
+        // environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// The error as one line: the context chain joined, outermost first, one clause per cause. Many
 /// errors display their source as part of their own message (`path: os error`) and also return it
 /// as `source()`; a cause whose text the line already holds is not repeated.
@@ -128,6 +142,7 @@ fn one_line(err: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     end_quietly_on_broken_pipe();
+    quiet_headless_vulkan();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),

@@ -277,6 +277,7 @@ impl<'a> Runner<'a> {
             global_pool: Some(ckpt.config.global_pool),
         };
         let reference = cait_burn::Reference::load(&loaded.path, &opts, kind)?;
+        eprintln!("{} on {}", backend.name(), reference.device_name());
         Ok(Runner::Burn(Box::new(reference)))
     }
 

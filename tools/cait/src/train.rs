@@ -240,6 +240,10 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .filter(|names| names.len() == model.num_classes as usize);
     eprintln!(
+        "{backend} on {}",
+        cait_burn::device_name(&backend.device()?)
+    );
+    eprintln!(
         "model: {} parameters, {} classes, input {}×{}×{}, patch {} ({} tokens); f32 workspace {} B, int8 workspace {} B",
         model.num_params(),
         model.num_classes,

@@ -22,13 +22,19 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Runs `cait classify --json` and returns the logits of every result.
 fn classify(model: &Path, input: &Path, extra: &[&str]) -> Vec<Vec<f32>> {
-    let out = cait()
-        .args(["classify", "--json", "--top-k", "3", "--model"])
-        .arg(model)
-        .arg(input)
-        .args(extra)
-        .output()
-        .unwrap();
+    logits_of(
+        model,
+        cait()
+            .args(["classify", "--json", "--top-k", "3", "--model"])
+            .arg(model)
+            .arg(input)
+            .args(extra)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn logits_of(model: &Path, out: std::process::Output) -> Vec<Vec<f32>> {
     assert!(
         out.status.success(),
         "cait classify {} failed: {}",
@@ -220,13 +226,26 @@ fn burn_cpu_backend_matches_timm() {
 
 /// burn-wgpu on whatever adapter there is (CI: Mesa's lavapipe); 1e-3 because GPU kernels may
 /// reorder sums and use fused multiply-adds.
+/// Run as CI runs it, without a desktop session (no XDG_RUNTIME_DIR): stderr names the adapter and
+/// carries none of Mesa's device-select noise.
 #[test]
 fn burn_wgpu_backend_matches_timm() {
     let dir = fixture("tiny");
-    let got = classify(
-        &dir.join("model.safetensors"),
-        &dir.join("input.npy"),
-        &["--backend", "burn-wgpu"],
+    let model = dir.join("model.safetensors");
+    let out = cait()
+        .args(["classify", "--json", "--backend", "burn-wgpu", "--model"])
+        .arg(&model)
+        .arg(dir.join("input.npy"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let got = logits_of(&model, out);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("burn-wgpu on ") && lines[0].len() > 13,
+        "stderr should be the adapter's name alone: {stderr}"
     );
     let err = max_abs_diff(&got, &timm_logits("tiny"));
     assert!(

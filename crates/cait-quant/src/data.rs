@@ -645,12 +645,26 @@ pub fn load_image(path: &Path, cfg: &ModelConfig, pre: &Preprocess) -> Result<Ve
 }
 
 /// [`load_image`] on the bytes of an image file already in memory: the format is told from the
-/// contents, else from `path`'s extension; `path` names the image in errors.
+/// contents, else from `path`'s extension; `path` names the image in errors. The decoders run
+/// with the `image` crate's default limits (at most 512 MiB allocated for one image).
 pub fn image_from_bytes(
     bytes: &[u8],
     path: &Path,
     cfg: &ModelConfig,
     pre: &Preprocess,
+) -> Result<Vec<f32>, DataError> {
+    image_from_bytes_limited(bytes, path, cfg, pre, image::Limits::default())
+}
+
+/// [`image_from_bytes`] with the decoders' limits given: an image whose declared size exceeds them
+/// is refused before it is decoded. (The fuzz target uses small ones, so that one execution stays
+/// short, on the same code.)
+pub fn image_from_bytes_limited(
+    bytes: &[u8],
+    path: &Path,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+    limits: image::Limits,
 ) -> Result<Vec<f32>, DataError> {
     let err = |reason: String| DataError::Image {
         path: path.to_path_buf(),
@@ -661,6 +675,7 @@ pub fn image_from_bytes(
     if let Ok(format) = image::ImageFormat::from_path(path) {
         reader.set_format(format);
     }
+    reader.limits(limits);
     let img = reader
         .with_guessed_format()
         .map_err(io(path))?

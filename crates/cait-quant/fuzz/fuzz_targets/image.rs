@@ -1,6 +1,6 @@
-//! Image decoding and timm's eval preprocessing (`data::image_from_bytes`, what `load_image` runs
-//! on a file's bytes) on arbitrary bytes, for a 1x28x28 and a 3x32x32 model: a normalized
-//! `[C, H, W]` input of the model's size, or a typed error.
+//! Image decoding and timm's eval preprocessing (`data::image_from_bytes_limited`: what `load_image`
+//! runs on a file's bytes, here with smaller decoder limits) on arbitrary bytes, for a 1x28x28 and
+//! a 3x32x32 model: a normalized `[C, H, W]` input of the model's size, or a typed error.
 //!
 //! An input starting with `RAW` skips the decoders: `w: u16 le, h: u16 le, kind: u8, crop_pct: f32
 //! le`, then pixel bytes (repeated to fill the image), go straight to `data::preprocess`, so the
@@ -11,12 +11,22 @@
 use std::path::Path;
 
 use cait_pack::{GlobalPool, Interpolation, ModelConfig, Preprocess};
-use cait_quant::data::{image_from_bytes, preprocess};
+use cait_quant::data::{image_from_bytes_limited, preprocess};
 use image::DynamicImage;
 use libfuzzer_sys::fuzz_target;
 
 /// Most pixels a `RAW` image may have, so that one execution stays cheap.
-const MAX_RAW_PIXELS: usize = 1 << 16;
+const MAX_RAW_PIXELS: usize = 1 << 12;
+
+/// The decoders' limits here: files declaring more are refused before decoding (as the default
+/// 512 MiB limit refuses larger ones in `cait`), which keeps an execution to about a millisecond.
+fn limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(1 << 12);
+    limits.max_image_height = Some(1 << 12);
+    limits.max_alloc = Some(1 << 22);
+    limits
+}
 
 /// The model and preprocessing for choice `k` (from the input's length, so an input always gets
 /// the same one): gray 28x28 or RGB 32x32, each interpolation, crops below, at and above 1.
@@ -89,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 "in.jpg"
             };
-            image_from_bytes(data, Path::new(name), &cfg, &pre).map_err(|_| ())
+            image_from_bytes_limited(data, Path::new(name), &cfg, &pre, limits()).map_err(|_| ())
         }
     };
     if let Ok(v) = out {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use cait_pack::{Interpolation, ModelConfig, Preprocess};
 
 use crate::npy::{self, NpyError};
+use crate::progress::{Progress, Silent, parallel, threads};
 use crate::resize::{self, Filter};
 
 /// Fashion-MNIST's class names, in label order.
@@ -229,6 +230,18 @@ pub fn load(
     cfg: &ModelConfig,
     pre: &Preprocess,
 ) -> Result<Dataset, DataError> {
+    load_with_progress(path, opts, cfg, pre, &Silent)
+}
+
+/// [`load`], reporting the decoding of an image folder to `progress` (phase `"decode"`, one tick
+/// per image; `.npy` and IDX files are read at once).
+pub fn load_with_progress(
+    path: &Path,
+    opts: &DataOptions,
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+    progress: &dyn Progress,
+) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     let mut data = if meta.is_file() {
         if path
@@ -244,7 +257,7 @@ pub fn load(
     } else if let Some(files) = idx_files(path, opts.split) {
         load_idx(&files.0, &files.1, opts.limit, cfg, pre)?
     } else {
-        load_image_folder(path, opts.limit, cfg, pre)?
+        load_image_folder(path, opts.limit, cfg, pre, progress)?
     };
     if let Some(limit) = opts.limit
         && limit < data.n
@@ -507,6 +520,7 @@ fn load_image_folder(
     limit: Option<usize>,
     cfg: &ModelConfig,
     pre: &Preprocess,
+    progress: &dyn Progress,
 ) -> Result<Dataset, DataError> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(dir))?
@@ -520,7 +534,7 @@ fn load_image_folder(
             path: dir.to_path_buf(),
         });
     }
-    let mut images = Vec::new();
+    let mut files = Vec::new();
     let mut labels = Vec::new();
     let mut names = Vec::new();
     'classes: for (label, class_dir) in classes.iter().enumerate() {
@@ -530,28 +544,57 @@ fn load_image_folder(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        let mut files: Vec<PathBuf> = std::fs::read_dir(class_dir)
+        let mut found: Vec<PathBuf> = std::fs::read_dir(class_dir)
             .map_err(io(class_dir))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| is_image_file(p))
             .collect();
-        files.sort();
-        for file in files {
+        found.sort();
+        for file in found {
             if limit.is_some_and(|l| labels.len() >= l) {
                 break 'classes;
             }
-            images.extend(load_image(&file, cfg, pre)?);
+            files.push(file);
             labels.push(label as u32);
         }
     }
     Ok(Dataset {
         n: labels.len(),
-        images,
+        images: load_images(&files, cfg, pre, progress)?,
         labels: Some(labels),
         sample_shape: model_shape(cfg),
         class_names: Some(names),
     })
+}
+
+/// Decodes and preprocesses image files ([`load_image`]) on every core, reporting each to
+/// `progress` (phase `"decode"`): `[N, C, H, W]` in the order of `files`. A file that fails is the
+/// error and stops the work (with several bad files, any one of them may be the one named).
+pub fn load_images(
+    files: &[PathBuf],
+    cfg: &ModelConfig,
+    pre: &Preprocess,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>, DataError> {
+    let per = model_shape(cfg).iter().product::<usize>();
+    progress.begin("decode", files.len() as u64);
+    let decoded = parallel::<_, DataError>(
+        files.len(),
+        threads(),
+        progress,
+        || Ok(Vec::new()),
+        |done: &mut Vec<(usize, Vec<f32>)>, i| {
+            done.push((i, load_image(&files[i], cfg, pre)?));
+            Ok(())
+        },
+    );
+    progress.end();
+    let mut images = vec![0f32; files.len() * per];
+    for (i, image) in decoded?.into_iter().flatten() {
+        images[i * per..(i + 1) * per].copy_from_slice(&image);
+    }
+    Ok(images)
 }
 
 /// Every image file (PNG, JPEG) under `dir`, at any depth, in sorted path order.

@@ -10,6 +10,7 @@ mod infer;
 pub mod npy;
 mod pack;
 pub mod pickle;
+pub mod progress;
 pub mod quantize;
 pub mod resize;
 #[cfg(test)]

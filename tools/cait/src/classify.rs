@@ -84,7 +84,13 @@ pub fn run(args: Args) -> Result<()> {
     let mut runner = Runner::new(&loaded, &pack, args.backend)?;
 
     let mut results = Vec::with_capacity(inputs.len());
+    // The JSON comes at the end, so a long batch shows a bar meanwhile (text prints as it goes).
+    let bar = (args.json && inputs.len() > 1)
+        .then(|| crate::progress::bar(inputs.len() as u64, "classify"));
     for input in &inputs {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
         let pred = runner.run(&input.data)?;
         let ranked = top_k(&pred.logits, args.top_k);
         if args.json {
@@ -110,6 +116,9 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let overlays = match &args.attention {
         Some(dir) => {

@@ -111,7 +111,13 @@ pub fn run(args: Args) -> Result<()> {
         labels: args.labels.clone(),
         limit: args.limit,
     };
-    let mut dataset = data::load(&args.data, &opts, &cfg, pack.preprocess())?;
+    let mut dataset = data::load_with_progress(
+        &args.data,
+        &opts,
+        &cfg,
+        pack.preprocess(),
+        &progress::Bars::default(),
+    )?;
     let model_labels: Vec<&str> = pack.labels().iter().collect();
     let folder_names = dataset.class_names.clone();
     if let (ClassMap::Unmatched(missing), Some(names)) = (

@@ -32,19 +32,22 @@ pub fn load_inputs(
             files.push(path.to_path_buf());
         }
     }
+    let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    // The image files decode on every core at once (a bar shows on a terminal); the .npy batches
+    // are read as they come, and the inputs keep the order given.
+    let images: Vec<_> = files.iter().filter(|p| !is_npy(p)).cloned().collect();
+    let decoded =
+        cait_quant::data::load_images(&images, cfg, pre, &crate::progress::Bars::default())?;
+    let per = (cfg.in_chans * cfg.img_size[0] * cfg.img_size[1]) as usize;
+    let mut decoded = decoded.chunks_exact(per);
     let mut out = Vec::new();
     for path in &files {
-        let path = path.as_path();
-        let is_npy = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-        if is_npy {
+        if is_npy(path) {
             out.extend(load_npy(path, cfg)?);
-        } else {
-            let data = cait_quant::data::load_image(path, cfg, pre)?;
+        } else if let Some(data) = decoded.next() {
             out.push(Input {
                 name: path.display().to_string(),
-                data,
+                data: data.to_vec(),
             });
         }
     }

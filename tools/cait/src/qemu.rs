@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use cait_pack::{ModelConfig, Pack, PackError};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::firmware_build::{firmware_cargo, firmware_elf};
@@ -144,7 +143,12 @@ pub fn run(args: Args) -> Result<()> {
     let elf = build_firmware(&firmware, &args, &pack_path, &input_path)?;
     let sizes = elf_sizes(&fs::read(&elf)?, args.machine)
         .with_context(|| format!("{}: not a 32-bit little-endian ELF", elf.display()))?;
+    let spinner = crate::progress::spinner(format!(
+        "running {images} image(s) on the emulated {}",
+        args.machine.cpu()
+    ));
     let output = run_qemu(&qemu, args.machine, &elf, Duration::from_secs(args.timeout));
+    spinner.finish_and_clear();
     let _ = fs::remove_file(&elf);
     let device = parse_lines(&output?)?;
     if let Some(err) = &device.error {
@@ -313,12 +317,8 @@ fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Re
     let lock = File::create(target.join("cait-qemu.lock"))?;
     lock.lock()?;
 
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("static template"),
-    );
-    spinner.set_message(format!("building firmware for {}", args.machine.name()));
-    spinner.enable_steady_tick(Duration::from_millis(120));
+    let spinner =
+        crate::progress::spinner(format!("building firmware for {}", args.machine.name()));
 
     let mut build = firmware_cargo(firmware, &target)
         .with_context(|| format!("cannot set up the firmware build in {}", firmware.display()))?;

@@ -1,13 +1,11 @@
 //! `cait quantize`: timm checkpoint → `.cait` pack (f32, f16, or int8 calibrated on data).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use cait_quant::data::{self, DataOptions, Split};
-use cait_quant::quantize::{self, AttnMode, Budget, CalibMethod, Int8Options, Progress, Smoothing};
+use cait_quant::quantize::{self, AttnMode, Budget, CalibMethod, Int8Options, Smoothing};
 use clap::ValueEnum;
-use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::model::{PreprocessArgs, load_path, parse_pool};
@@ -115,31 +113,6 @@ pub struct Args {
     preprocess: PreprocessArgs,
 }
 
-/// indicatif bars for the quantizer's phases.
-struct Bars(Mutex<Option<ProgressBar>>);
-
-impl Progress for Bars {
-    fn begin(&self, phase: &str, total: u64) {
-        if let Ok(mut b) = self.0.lock() {
-            *b = Some(progress::bar(total, phase));
-        }
-    }
-    fn tick(&self) {
-        if let Ok(b) = self.0.lock()
-            && let Some(b) = b.as_ref()
-        {
-            b.inc(1);
-        }
-    }
-    fn end(&self) {
-        if let Ok(mut b) = self.0.lock()
-            && let Some(b) = b.take()
-        {
-            b.finish_and_clear();
-        }
-    }
-}
-
 fn parse_smoothing(s: &str) -> Result<Option<Smoothing>> {
     Ok(match s {
         "auto" => None,
@@ -206,7 +179,7 @@ pub fn run(args: Args) -> Result<()> {
                 labels: None,
                 limit: Some(limit),
             };
-            let mut set = data::load(path, &opts, &ckpt.config, &ckpt.preprocess)
+            let mut set = data::load_with_progress(path, &opts, &ckpt.config, &ckpt.preprocess, &progress::Bars::default())
                 .with_context(|| format!("{what} {}", path.display()))?;
             // --max-drop scores labels: class sub-folders are the model's classes by name.
             let labels: Vec<&str> = ckpt.labels.iter().flatten().map(String::as_str).collect();
@@ -235,7 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         args.holdout_count,
         "hold-out data",
     )?;
-    let bars = Bars(Mutex::new(None));
+    let bars = progress::Bars::default();
     let (bytes, report) = match args.precision {
         PrecisionArg::F32 => (loaded.bytes().to_vec(), None),
         PrecisionArg::F16 => {

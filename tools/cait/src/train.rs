@@ -400,7 +400,13 @@ fn load_split(
         labels: args.labels.clone(),
         limit: args.limit,
     };
-    Ok(data::load(path, &opts, cfg, pre)?)
+    Ok(data::load_with_progress(
+        path,
+        &opts,
+        cfg,
+        pre,
+        &progress::Bars::default(),
+    )?)
 }
 
 fn load_eval(
@@ -415,7 +421,8 @@ fn load_eval(
         labels,
         limit: args.eval_limit,
     };
-    data::load(path, &opts, cfg, pre).with_context(|| format!("eval data {}", path.display()))
+    data::load_with_progress(path, &opts, cfg, pre, &progress::Bars::default())
+        .with_context(|| format!("eval data {}", path.display()))
 }
 
 /// A fresh architecture from the options, with the input shape taken from the data.

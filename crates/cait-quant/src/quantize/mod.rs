@@ -45,7 +45,7 @@ use calib::ActParams;
 use int8::{Plan, Smooth};
 use observe::{
     Comparer, Energy, HistPlan, HistProbe, PackBuf, Recorder, Runner, StatsProbe, TapStats, argmax,
-    is_layer_norm, is_symmetric, parallel,
+    is_layer_norm, is_symmetric,
 };
 
 /// How a static activation range is chosen from the calibration activations.
@@ -171,7 +171,7 @@ impl Default for Int8Options {
             av: None,
             select_images: 64,
             holdout: None,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::progress::threads(),
             report: false,
             calib_source: String::new(),
             budget: None,
@@ -179,20 +179,8 @@ impl Default for Int8Options {
     }
 }
 
-/// Receives progress (the CLI shows bars); called from worker threads.
-pub trait Progress: Sync {
-    /// A phase of `total` steps begins.
-    fn begin(&self, _phase: &str, _total: u64) {}
-    /// One step done.
-    fn tick(&self) {}
-    /// The phase is over.
-    fn end(&self) {}
-}
-
-/// No progress output.
-pub struct Silent;
-
-impl Progress for Silent {}
+use crate::progress::parallel;
+pub use crate::progress::{Progress, Silent};
 
 /// A quantized pack and what it cost.
 #[derive(Clone, Debug)]
@@ -421,7 +409,7 @@ fn logits_of(
     progress: &dyn Progress,
 ) -> Result<Vec<Vec<f32>>, QuantError> {
     let model = pack.model()?;
-    let states = parallel(
+    let states = parallel::<_, QuantError>(
         n,
         threads,
         progress,
@@ -458,7 +446,7 @@ fn measure(
         HashMap<Tap, Energy>,
         Vec<(usize, Vec<f32>, Vec<f32>)>,
     );
-    let states = parallel(
+    let states = parallel::<_, QuantError>(
         calib.n,
         threads,
         progress,
@@ -725,7 +713,7 @@ pub fn quantize_int8(
 
     // Pass 1, fit images: ranges.
     progress.begin("ranges", fit.n as u64);
-    let states = parallel(
+    let states = parallel::<_, QuantError>(
         fit.n,
         threads,
         progress,
@@ -789,7 +777,7 @@ pub fn quantize_int8(
         );
     }
     progress.begin("histograms", fit.n as u64);
-    let states = parallel(
+    let states = parallel::<_, QuantError>(
         fit.n,
         threads,
         progress,

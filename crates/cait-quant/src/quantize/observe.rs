@@ -2,12 +2,11 @@
 //! quantizer needs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cait_core::{Model, Outputs, Point, Probe, Site, Tap, Values};
 use cait_pack::Pack;
 
-use super::{Progress, QuantError};
+use super::QuantError;
 
 /// Pack bytes at an 8-byte aligned address (tensors are 64-aligned within the pack, so every f32
 /// or i32 view works in place).
@@ -68,47 +67,6 @@ impl<'a> Runner<'a> {
         }
         .map_err(QuantError::Engine)
     }
-}
-
-/// Runs `work(state, i)` for every `i < n` on `threads` workers, each with its own `init()` state,
-/// ticking `progress` once per item; returns the states (merge them in any order).
-pub(crate) fn parallel<S: Send>(
-    n: usize,
-    threads: usize,
-    progress: &dyn Progress,
-    init: impl Fn() -> Result<S, QuantError> + Sync,
-    work: impl Fn(&mut S, usize) -> Result<(), QuantError> + Sync,
-) -> Result<Vec<S>, QuantError> {
-    let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, n.max(1));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut state = init()?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok(state);
-                        }
-                        if let Err(e) = work(&mut state, i) {
-                            // Stop the other workers early.
-                            next.store(n, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                        progress.tick();
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(QuantError::Internal("a worker panicked".into())))
-            })
-            .collect()
-    })
 }
 
 /// Whether an activation at this point is quantized per tensor with a zero point (linear-layer

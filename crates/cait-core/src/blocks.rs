@@ -12,6 +12,7 @@ use cait_pack::{
 
 use crate::Error;
 use crate::attention::{AttentionSink, HeadMix, RowScratch, class_attention, talking_heads};
+use crate::input::Image;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
 use crate::probe::{MaybeProbe, Point, Site};
@@ -189,7 +190,7 @@ impl<'a> Stem<'a> {
     /// `tokens = Conv2d(k = s = p)(image) + pos_embed`, a pass of as many patches as fit in `scratch`.
     pub(crate) fn patch_embed(
         &self,
-        image: &[f32],
+        image: &Image<'_, '_>,
         tokens: &mut [f32],
         scratch: &mut [f32],
         dims: &Dims,
@@ -197,8 +198,6 @@ impl<'a> Stem<'a> {
     ) {
         let (d, p, len) = (dims.d, dims.patch, dims.patch_len);
         let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
-        let plane = dims.img[0] * dims.img[1];
-        let width = dims.img[1];
         let passes = tokens
             .chunks_mut(per_pass * d)
             .zip(self.pos_embed.chunks(per_pass * d));
@@ -211,8 +210,7 @@ impl<'a> Stem<'a> {
                 // One patch as conv weight order [C, p, p]: channel, kernel row, kernel column.
                 for (row, dst) in col.chunks_exact_mut(p).enumerate() {
                     let (c, ky) = (row / p, row % p);
-                    let start = c * plane + (gy * p + ky) * width + gx * p;
-                    dst.copy_from_slice(&image[start..start + p]);
+                    image.row(c, gy * p + ky, gx * p, dst);
                 }
             }
             probe.f32(Site::PatchEmbed, Point::Input, len, cols);

@@ -8,10 +8,12 @@
 mod attention;
 mod blocks;
 mod error;
+mod input;
 mod int8;
 mod kernels;
 mod model;
 pub mod probe;
+mod session;
 mod topk;
 pub mod workspace;
 
@@ -43,8 +45,11 @@ pub mod int8_kernels {
     }
 }
 pub use error::Error;
+pub use input::{Input, PixelLayout};
 pub use model::{Model, Outputs};
 pub use probe::{Point, Probe, Site, Tap, Values};
+pub use session::Session;
 pub use workspace::{
-    WORKSPACE_ALIGN, Workspace, mixed_workspace_bytes, pack_workspace_bytes, workspace_bytes,
+    WORKSPACE_ALIGN, Workspace, mixed_workspace_bytes, pack_workspace_bytes,
+    try_workspace_bytes_for, workspace_bytes, workspace_bytes_for,
 };

@@ -7,6 +7,7 @@ use cait_pack::{ModelConfig, Pack, Precision};
 use crate::Error;
 use crate::attention::AttentionSink;
 use crate::blocks::{ClassAttentionBlock, Dims, Resolver, SelfAttentionBlock, Stem};
+use crate::input::{Image, Input};
 use crate::int8::{self, Int8Resolver, Modes};
 use crate::kernels::int8::MAX_REDUCTION;
 use crate::probe::{MaybeProbe, Probe, Site};
@@ -198,6 +199,20 @@ impl<'a> Model<'a> {
         workspace: &mut [u8],
         outputs: Outputs<'_>,
     ) -> Result<(), Error> {
+        self.run(Input::Normalized(input), workspace, outputs, None)
+    }
+
+    /// Classifies one [`Input`]: a normalized f32 image, or 8-bit pixels (CHW or HWC) that the
+    /// engine normalizes with the pack's mean and std as it reads them — bit for bit the logits
+    /// of the normalized image, with no f32 copy of it in RAM.
+    ///
+    /// Every argument is checked before any work; on error no output has been written.
+    pub fn forward_input(
+        &self,
+        input: Input<'_>,
+        workspace: &mut [u8],
+        outputs: Outputs<'_>,
+    ) -> Result<(), Error> {
         self.run(input, workspace, outputs, None)
     }
 
@@ -210,12 +225,12 @@ impl<'a> Model<'a> {
         outputs: Outputs<'_>,
         probe: &mut dyn Probe,
     ) -> Result<(), Error> {
-        self.run(input, workspace, outputs, Some(probe))
+        self.run(Input::Normalized(input), workspace, outputs, Some(probe))
     }
 
     fn run(
         &self,
-        input: &[f32],
+        input: Input<'_>,
         workspace: &mut [u8],
         outputs: Outputs<'_>,
         probe: Option<&mut dyn Probe>,
@@ -246,6 +261,11 @@ impl<'a> Model<'a> {
                 got: f.len(),
             });
         }
+        let image = Image::new(
+            input,
+            self.pack.preprocess(),
+            [dims.in_chans, dims.img[0], dims.img[1]],
+        );
         let r = Resolver {
             pack: &self.pack,
             cfg: &self.config,
@@ -260,7 +280,7 @@ impl<'a> Model<'a> {
                     attention,
                 };
                 let r8 = Int8Resolver { r: &r };
-                return int8::forward(&r8, stem, dims, input, ws, outputs, probe);
+                return int8::forward(&r8, stem, dims, &image, ws, outputs, probe);
             }
         };
         let mut probe = MaybeProbe(probe);
@@ -268,7 +288,7 @@ impl<'a> Model<'a> {
         let (tokens, rest) = ws.split_at_mut(dims.n * dims.d);
         let (cls, scratch) = rest.split_at_mut(dims.d);
 
-        stem.patch_embed(input, tokens, scratch, dims, &mut probe);
+        stem.patch_embed(&image, tokens, scratch, dims, &mut probe);
         for i in 0..self.config.depth {
             SelfAttentionBlock::resolve(&r, i)?.forward(
                 tokens,

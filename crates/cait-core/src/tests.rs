@@ -665,6 +665,50 @@ fn workspace_bytes_is_exact() {
     assert_eq!(exact.features, larger.features);
 }
 
+/// The const reading of a pack's header ([`cait_pack::PackHeader::read`], which
+/// `workspace_bytes_for` sizes a static workspace with) agrees with the run-time parse on f32 and
+/// f16 packs (int8 and mixed: `int8_workspace_is_exact`, cait-quant's mixed-budget test), and
+/// refuses what is not a pack's header with the reason.
+#[test]
+fn const_header_agrees_with_the_parse() {
+    for precision in [Precision::F32, Precision::F16] {
+        let cfg = config([16, 24], 8, 3, 5, 16, 2, 2);
+        let bytes = pack_bytes(&cfg, &random_weights(&cfg, 2), precision, None);
+        let header = cait_pack::PackHeader::read(bytes.bytes()).unwrap();
+        let pack = Pack::parse(bytes.bytes()).unwrap();
+        assert_eq!(header.config, *pack.config());
+        assert_eq!(header.precision, precision);
+        assert!(!header.mixed);
+        let model = Model::from_pack(&pack).unwrap();
+        assert_eq!(
+            crate::try_workspace_bytes_for(bytes.bytes()),
+            Ok(model.workspace_bytes())
+        );
+    }
+    let (_, bytes) = small();
+    let good = bytes.bytes();
+    let read = |b: &[u8]| cait_pack::PackHeader::read(b).map(|h| h.config);
+    assert_eq!(
+        read(&good[..100]),
+        Err(cait_pack::PackError::Truncated { what: "header" })
+    );
+    let mut bad = good.to_vec();
+    bad[1] = b'X';
+    assert_eq!(read(&bad), Err(cait_pack::PackError::BadMagic));
+    let mut bad = good.to_vec();
+    bad[8] = 9; // version
+    assert_eq!(read(&bad), Err(cait_pack::PackError::UnsupportedVersion(9)));
+    let mut bad = good.to_vec();
+    bad[0x4E] = 7; // precision
+    assert_eq!(
+        read(&bad),
+        Err(cait_pack::PackError::BadEnum {
+            field: "precision",
+            value: 7
+        })
+    );
+}
+
 #[test]
 fn misaligned_workspace_is_rejected() {
     let (_, bytes) = small();
@@ -934,4 +978,52 @@ fn forward_is_deterministic() {
     let b = run(&model, &image, bytemuck::cast_slice_mut(&mut ws)).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.logits), bits(&b.logits));
+}
+
+/// A session refuses, at `new`, a corrupted pack (one flipped byte: the checksum), a workspace
+/// one byte short and a misaligned one; once bound, it classifies as the model does.
+#[test]
+fn session_checks_once_and_classifies() {
+    use crate::{Input, Session};
+    let (_, bytes) = small();
+    let pack = Pack::parse(bytes.bytes()).unwrap();
+    let model = Model::from_pack(&pack).unwrap();
+    let needed = model.workspace_bytes();
+    let image = Rng::new(5).vec(model.input_len(), 1.0, 0.0);
+    let mut want = vec![0f32; model.logits_len()];
+    let mut ws = workspace(needed + 8);
+    let all: &mut [u8] = bytemuck::cast_slice_mut(&mut ws);
+    model.forward(&image, all, &mut want).unwrap();
+
+    let mut corrupt = bytes.bytes().to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let corrupt = AlignedBytes::new(&corrupt);
+    assert!(matches!(
+        Session::new(corrupt.bytes(), all).err(),
+        Some(Error::Pack(cait_pack::PackError::ChecksumMismatch { .. }))
+    ));
+    assert_eq!(
+        Session::new(bytes.bytes(), &mut all[..needed - 1]).err(),
+        Some(Error::WorkspaceTooSmall {
+            needed,
+            got: needed - 1
+        })
+    );
+    assert_eq!(
+        Session::new(bytes.bytes(), &mut all[2..]).err(),
+        Some(Error::WorkspaceMisaligned { align: 4 })
+    );
+
+    let mut session = Session::new(bytes.bytes(), all).unwrap();
+    let mut got = vec![0f32; want.len()];
+    let (class, logit) = session
+        .classify(Input::Normalized(&image), &mut got)
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!((class, logit), crate::top_k::<1>(&want)[0]);
+    assert!(matches!(
+        session.run(Input::Normalized(&image[1..]), &mut got),
+        Err(Error::InputLength { .. })
+    ));
 }

@@ -242,6 +242,37 @@ pub fn pack_workspace_bytes(pack: &cait_pack::Pack<'_>) -> usize {
     }
 }
 
+/// [`pack_workspace_bytes`] from a pack's bytes in a const context ([`PackHeader::read`]: the
+/// header and the tensor table's dtypes), so firmware sizes a `static` [`Workspace`] from the pack
+/// it links:
+///
+/// ```
+/// cait_pack::include_pack!(PACK = "../../../models/fashion-cait/fashion-cait-int8.cait");
+/// const BYTES: usize = cait_core::workspace_bytes_for(PACK.bytes());
+/// static mut WORKSPACE: cait_core::Workspace<BYTES> = cait_core::Workspace::new();
+/// # const _: () = assert!(BYTES == 15_396);
+/// ```
+///
+/// Panics when the header cannot be read — in a `const`, a compile error naming no more than
+/// that; [`try_workspace_bytes_for`] returns the reason instead.
+///
+/// [`PackHeader::read`]: cait_pack::PackHeader::read
+pub const fn workspace_bytes_for(pack: &[u8]) -> usize {
+    match try_workspace_bytes_for(pack) {
+        Ok(bytes) => bytes,
+        Err(_) => panic!("not a readable .cait pack (bad magic, version, header or tensor table)"),
+    }
+}
+
+/// [`workspace_bytes_for`], or why the header cannot be read.
+pub const fn try_workspace_bytes_for(pack: &[u8]) -> Result<usize, cait_pack::PackError> {
+    match cait_pack::PackHeader::read(pack) {
+        Ok(h) if h.mixed => Ok(mixed_workspace_bytes(&h.config)),
+        Ok(h) => Ok(workspace_bytes(&h.config, h.precision)),
+        Err(e) => Err(e),
+    }
+}
+
 /// [`workspace_bytes`] (or [`mixed_workspace_bytes`] when `mixed`), or `None` when it does not fit
 /// in `usize`.
 pub(crate) fn checked_workspace_bytes(

@@ -28,10 +28,36 @@ pub use config::{
 pub use crc32::{Crc32, crc32};
 pub use error::{ERROR_NAME_CAPACITY, ErrorName, PackError};
 pub use reader::{
-    Labels, LabelsIter, Metadata, MetadataIter, Pack, TensorView, pack_checksum, reseal,
+    Labels, LabelsIter, Metadata, MetadataIter, Pack, PackHeader, TensorView, pack_checksum, reseal,
 };
 #[cfg(any(test, feature = "std"))]
 pub use writer::{PackWriter, WriteError};
+
+/// A pack's bytes placed as a pack must lie in memory: at [`DATA_ALIGN`] (its tensors are aligned
+/// from its start). [`include_pack!`] makes one from a file at compile time.
+#[repr(C, align(64))]
+pub struct AlignedPack<const N: usize>(pub [u8; N]);
+
+const _: () = assert!(core::mem::align_of::<AlignedPack<1>>() == DATA_ALIGN);
+
+impl<const N: usize> AlignedPack<N> {
+    /// The pack's bytes (for [`Pack::parse`], or `cait_core::Session::new`).
+    pub const fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Embeds a `.cait` file as a `static` [`AlignedPack`] named `NAME`, 64-byte aligned, in the
+/// read-only data (flash): `cait_pack::include_pack!(pub PACK = "model.cait");` — the path as
+/// `include_bytes!` takes it, relative to the file that invokes the macro. Its header can then be
+/// read in a `const` ([`PackHeader::read`], `cait_core::workspace_bytes_for`).
+#[macro_export]
+macro_rules! include_pack {
+    ($vis:vis $name:ident = $path:expr) => {
+        $vis static $name: $crate::AlignedPack<{ ::core::include_bytes!($path).len() }> =
+            $crate::AlignedPack(*::core::include_bytes!($path));
+    };
+}
 
 /// The first eight bytes of every pack.
 ///
@@ -289,6 +315,28 @@ impl Quant {
 }
 
 impl Preprocess {
+    /// The mean and standard deviation applied to channel `c`: its own entry, the single entry
+    /// when one is recorded for every channel, the last for channels beyond those recorded, and
+    /// `(0, 1)` (no normalization) when none is.
+    pub fn channel_norm(&self, c: usize) -> (f32, f32) {
+        match self.norm_channels as usize {
+            0 => (0.0, 1.0),
+            n => {
+                let i = c.min(n - 1).min(MAX_NORM_CHANNELS - 1);
+                (self.mean[i], self.std[i])
+            }
+        }
+    }
+
+    /// An 8-bit pixel value of channel `c` as the network takes it: `(v / 255 - mean) / std` in
+    /// f32, as torchvision's `ToTensor` + `Normalize` compute it (host preprocessing and the
+    /// engine's 8-bit input both use this, so they agree bit for bit).
+    #[inline]
+    pub fn normalize(&self, c: usize, v: u8) -> f32 {
+        let (mean, std) = self.channel_norm(c);
+        (v as f32 / 255.0 - mean) / std
+    }
+
     /// The pretrained cfg of every timm `cait_*` model for a `[channels, height, width]` input:
     /// bicubic resize, `crop_pct` 1.0, ImageNet mean/std (timm's `IMAGENET_DEFAULT_MEAN`/`_STD`).
     pub const fn imagenet(input_size: [u32; 3]) -> Preprocess {

@@ -1126,9 +1126,41 @@ fn enum_byte(header: &[u8], at: usize, field: &'static str) -> Result<u8, PackEr
 }
 
 fn read_config(header: &[u8]) -> Result<(ModelConfig, Precision), PackError> {
+    header_config(header)
+}
+
+/// `bytes[at..at + 4]` as a little-endian `u32`, in a const context.
+const fn const_u32(bytes: &[u8], at: usize) -> Result<u32, PackError> {
+    if at + 4 > bytes.len() {
+        return Err(PackError::Truncated { what: "header" });
+    }
+    Ok(u32::from_le_bytes([
+        bytes[at],
+        bytes[at + 1],
+        bytes[at + 2],
+        bytes[at + 3],
+    ]))
+}
+
+/// `bytes[at]`, in a const context.
+const fn const_u8(bytes: &[u8], at: usize) -> Result<u8, PackError> {
+    if at >= bytes.len() {
+        return Err(PackError::Truncated { what: "header" });
+    }
+    Ok(bytes[at])
+}
+
+/// The config and precision fields of a header (the one reading of them: [`Pack::parse`] and
+/// [`PackHeader::read`] both use it).
+const fn header_config(header: &[u8]) -> Result<(ModelConfig, Precision), PackError> {
     let mut words = [0u32; 11];
-    for (k, w) in words.iter_mut().enumerate() {
-        *w = read_u32(header, offset::CONFIG + 4 * k, "header")?;
+    let mut k = 0;
+    while k < words.len() {
+        words[k] = match const_u32(header, offset::CONFIG + 4 * k) {
+            Ok(w) => w,
+            Err(e) => return Err(e),
+        };
+        k += 1;
     }
     let [
         img_h,
@@ -1143,31 +1175,40 @@ fn read_config(header: &[u8]) -> Result<(ModelConfig, Precision), PackError> {
         depth_token_only,
         mlp_hidden_dim_token_only,
     ] = words;
-    let qkv_bias = match enum_byte(header, offset::QKV_BIAS, "header")? {
-        0 => false,
-        1 => true,
-        value => {
+    let qkv_bias = match const_u8(header, offset::QKV_BIAS) {
+        Ok(0) => false,
+        Ok(1) => true,
+        Ok(value) => {
             return Err(PackError::BadEnum {
                 field: "qkv_bias",
                 value,
             });
         }
+        Err(e) => return Err(e),
     };
-    let global_pool = match enum_byte(header, offset::GLOBAL_POOL, "header")? {
-        0 => GlobalPool::Token,
-        1 => GlobalPool::Avg,
-        value => {
+    let global_pool = match const_u8(header, offset::GLOBAL_POOL) {
+        Ok(0) => GlobalPool::Token,
+        Ok(1) => GlobalPool::Avg,
+        Ok(value) => {
             return Err(PackError::BadEnum {
                 field: "global_pool",
                 value,
             });
         }
+        Err(e) => return Err(e),
     };
-    let value = enum_byte(header, offset::PRECISION, "header")?;
-    let precision = Precision::from_code(value).ok_or(PackError::BadEnum {
-        field: "precision",
-        value,
-    })?;
+    let precision = match const_u8(header, offset::PRECISION) {
+        Ok(value) => match Precision::from_code(value) {
+            Some(p) => p,
+            None => {
+                return Err(PackError::BadEnum {
+                    field: "precision",
+                    value,
+                });
+            }
+        },
+        Err(e) => return Err(e),
+    };
     Ok((
         ModelConfig {
             img_size: [img_h, img_w],
@@ -1185,6 +1226,86 @@ fn read_config(header: &[u8]) -> Result<(ModelConfig, Precision), PackError> {
         },
         precision,
     ))
+}
+
+/// What a pack's header says about the model, read in a const context — so firmware can size its
+/// workspace with a `const` from the linked pack's bytes (see `cait_core::workspace_bytes_for`).
+///
+/// It reads only the header and the tensor table's dtypes; it checks the magic, version, header
+/// length and flags but not the checksum or the tensors: [`Pack::parse`] does, at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackHeader {
+    /// The architecture.
+    pub config: ModelConfig,
+    /// The precision.
+    pub precision: Precision,
+    /// An int8 pack that keeps some blocks in f16 (a mixed pack; see [`crate::int8::f16_blocks`]):
+    /// it holds f16 tensors, which an all-int8 pack never does.
+    pub mixed: bool,
+}
+
+impl PackHeader {
+    /// Reads the header of `pack` (its first bytes; the whole pack for `mixed`).
+    pub const fn read(pack: &[u8]) -> Result<PackHeader, PackError> {
+        if pack.len() < HEADER_LEN {
+            return Err(PackError::Truncated { what: "header" });
+        }
+        let mut i = 0;
+        while i < MAGIC.len() {
+            if pack[offset::MAGIC + i] != MAGIC[i] {
+                return Err(PackError::BadMagic);
+            }
+            i += 1;
+        }
+        match const_u32(pack, offset::VERSION) {
+            Ok(VERSION) => {}
+            Ok(v) => return Err(PackError::UnsupportedVersion(v)),
+            Err(e) => return Err(e),
+        }
+        match const_u32(pack, offset::HEADER_LEN) {
+            Ok(len) if len as usize == HEADER_LEN => {}
+            Ok(len) => return Err(PackError::BadHeaderLength(len)),
+            Err(e) => return Err(e),
+        }
+        match const_u32(pack, offset::FLAGS) {
+            Ok(0) => {}
+            Ok(flags) => return Err(PackError::UnsupportedFlags(flags)),
+            Err(e) => return Err(e),
+        }
+        let (config, precision) = match header_config(pack) {
+            Ok(c) => c,
+            Err(e) => return Err(e),
+        };
+        let mut mixed = false;
+        if let Precision::Int8 = precision {
+            let count = match const_u32(pack, offset::TENSOR_COUNT) {
+                Ok(n) => n as usize,
+                Err(e) => return Err(e),
+            };
+            let table = match const_u32(pack, offset::SECTIONS + 8 * S_TABLE) {
+                Ok(at) => at as usize,
+                Err(e) => return Err(e),
+            };
+            let mut t = 0;
+            while t < count {
+                let at = table + t * TENSOR_ENTRY_LEN + offset::T_DTYPE;
+                if at >= pack.len() {
+                    return Err(PackError::Truncated {
+                        what: "tensor table",
+                    });
+                }
+                if pack[at] == DType::F16.code() {
+                    mixed = true;
+                }
+                t += 1;
+            }
+        }
+        Ok(PackHeader {
+            config,
+            precision,
+            mixed,
+        })
+    }
 }
 
 fn read_preprocess(header: &[u8], config: &ModelConfig) -> Result<Preprocess, PackError> {

@@ -480,11 +480,10 @@ fn load_idx(
         });
     }
     let n = limit.map_or(n, |l| l.min(n));
-    let (mean, std) = norm(pre, want[0]);
     let mut out = Vec::with_capacity(n * want.iter().product::<usize>());
     for img in pixels.chunks_exact(h * w).take(n) {
         for c in 0..want[0] {
-            out.extend(img.iter().map(|&p| (p as f32 / 255.0 - mean[c]) / std[c]));
+            out.extend(img.iter().map(|&p| pre.normalize(c, p)));
         }
     }
     Ok(Dataset {
@@ -499,18 +498,6 @@ fn load_idx(
                 .collect(),
         ),
     })
-}
-
-/// Per-channel mean and std for `chans` channels (a single recorded entry applies to all).
-fn norm(pre: &Preprocess, chans: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = pre.norm_channels as usize;
-    (0..chans)
-        .map(|c| match n {
-            0 => (0.0, 1.0),
-            1 => (pre.mean[0], pre.std[0]),
-            _ => (pre.mean[c.min(n - 1)], pre.std[c.min(n - 1)]),
-        })
-        .unzip()
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -738,14 +725,12 @@ pub fn preprocess(
     cfg: &ModelConfig,
     pre: &Preprocess,
 ) -> Result<Vec<f32>, String> {
-    let chans = cfg.in_chans as usize;
     let [out_h, out_w] = cfg.img_size;
     let pixels = (out_h * out_w) as usize;
     let planes = preprocess_u8(img, cfg, pre)?;
-    let (mean, std) = norm(pre, chans);
     let mut out = Vec::with_capacity(planes.len());
     for (c, plane) in planes.chunks_exact(pixels).enumerate() {
-        out.extend(plane.iter().map(|&v| (v as f32 / 255.0 - mean[c]) / std[c]));
+        out.extend(plane.iter().map(|&v| pre.normalize(c, v)));
     }
     Ok(out)
 }

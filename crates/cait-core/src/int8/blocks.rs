@@ -10,6 +10,7 @@ use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::attention::{AttentionSink, HeadMix};
 use crate::blocks::Dims;
+use crate::input::Image;
 use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
@@ -68,7 +69,7 @@ impl<'a> Stem<'a> {
     /// as fit in `scratch`.
     pub(crate) fn patch_embed(
         &self,
-        image: &[f32],
+        image: &Image<'_, '_>,
         tokens: &mut [f32],
         scratch: &mut [u8],
         dims: &Dims,
@@ -78,8 +79,6 @@ impl<'a> Stem<'a> {
         // `take` rounds each region up to 4 bytes: keep 3 spare.
         let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
         let (cols, _) = take::<i8>(scratch, per_pass * len);
-        let plane = dims.img[0] * dims.img[1];
-        let width = dims.img[1];
         let q = self.input;
         let passes = tokens
             .chunks_mut(per_pass * d)
@@ -92,8 +91,7 @@ impl<'a> Stem<'a> {
                 let (gy, gx) = (idx / dims.grid_cols, idx % dims.grid_cols);
                 for (row, dst) in col.chunks_exact_mut(p).enumerate() {
                     let (c, ky) = (row / p, row % p);
-                    let start = c * plane + (gy * p + ky) * width + gx * p;
-                    q.quantize_slice(&image[start..start + p], dst);
+                    image.row_quantized(c, gy * p + ky, gx * p, &q, dst);
                 }
             }
             probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
@@ -616,7 +614,7 @@ pub(crate) fn forward(
     r: &Int8Resolver<'_, '_, '_>,
     stem: &Stem<'_>,
     dims: &Dims,
-    input: &[f32],
+    input: &Image<'_, '_>,
     workspace: &mut [u8],
     outputs: Outputs<'_>,
     probe: Option<&mut dyn crate::Probe>,

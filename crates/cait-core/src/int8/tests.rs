@@ -426,6 +426,7 @@ fn int8_workspace_is_exact() {
     let model = Model::from_pack(&pack).unwrap();
     let needed = model.workspace_bytes();
     assert_eq!(needed, workspace_bytes(&cfg, Precision::Int8));
+    assert_eq!(crate::try_workspace_bytes_for(bytes.bytes()), Ok(needed));
     // N = 6, T = 7, R = 7, D = 16, H = 2: tokens 4·6·16 + cls 4·16 + attention scratch
     // (keys 112 + values 112 + logits/weights 2·4·14 + int8 weights 16 + tiles 112 + 4·112 +
     // row 4·16 + output tile 112).
@@ -629,5 +630,75 @@ fn int8_engine_saturates_on_wild_inputs() {
         model
             .forward(&image, bytemuck::cast_slice_mut(&mut ws), &mut logits)
             .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8-bit input
+
+/// 8-bit pixels given to the engine ([`crate::Input::Pixels`], planar or interleaved) give the
+/// logits of the host-normalized image (`Preprocess::normalize`), bit for bit, on f32, f16 and
+/// int8 packs, with three channels and with one; a frame of the wrong size is refused.
+#[test]
+fn pixel_input_equals_the_normalized_image() {
+    use crate::{Input, PixelLayout};
+    for chans in [3, 1] {
+        let cfg = config([16, 24], 8, chans, 5, 16, 2, 2);
+        let w = random_weights(&cfg, 21);
+        let pre = preprocess(&cfg);
+        let (c, h, wd) = (chans as usize, 16, 24);
+        let mut rng = Rng::new(77 + chans);
+        let planar: Vec<u8> = (0..c * h * wd)
+            .map(|_| ((rng.uniform() + 1.0) * 127.99) as u8)
+            .collect();
+        let mut interleaved = vec![0u8; planar.len()];
+        for ch in 0..c {
+            for p in 0..h * wd {
+                interleaved[p * c + ch] = planar[ch * h * wd + p];
+            }
+        }
+        let normalized: Vec<f32> = planar
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| pre.normalize(i / (h * wd), v))
+            .collect();
+        let packs = [
+            pack_bytes(&cfg, &w, Precision::F32, None),
+            pack_bytes(&cfg, &w, Precision::F16, None),
+            int8_pack(&cfg, &w, &images(&cfg, 3, 2), "int8", "int8", None),
+        ];
+        for bytes in &packs {
+            let pack = Pack::parse(bytes.bytes()).unwrap();
+            let model = Model::from_pack(&pack).unwrap();
+            let mut ws = workspace(model.workspace_bytes());
+            let ws = bytemuck::cast_slice_mut(&mut ws);
+            let mut want = vec![0f32; model.logits_len()];
+            model.forward(&normalized, ws, &mut want).unwrap();
+            for (data, layout) in [
+                (&planar, PixelLayout::Chw),
+                (&interleaved, PixelLayout::Hwc),
+            ] {
+                let mut got = vec![f32::NAN; model.logits_len()];
+                let input = Input::Pixels { data, layout };
+                model
+                    .forward_input(input, ws, Outputs::logits(&mut got))
+                    .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{:?} pack, {chans} channels, {layout:?}",
+                    pack.precision()
+                );
+            }
+            let short = Input::Pixels {
+                data: &planar[1..],
+                layout: PixelLayout::Hwc,
+            };
+            let e = model
+                .forward_input(short, ws, Outputs::logits(&mut want))
+                .unwrap_err();
+            assert!(matches!(e, Error::InputLength { .. }), "{e}");
+        }
     }
 }

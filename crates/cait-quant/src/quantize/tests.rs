@@ -557,6 +557,11 @@ fn a_sqnr_budget_keeps_the_most_sensitive_blocks_in_f16() {
     )
     .unwrap();
     assert!(plain.report.mixed.is_none());
+    // The const header reading (a firmware's static workspace) tells all-int8 from mixed packs.
+    assert_eq!(
+        cait_core::try_workspace_bytes_for(&plain.bytes),
+        Ok(cait_core::workspace_bytes(&cfg, Precision::Int8))
+    );
     let target = plain.report.logit_sqnr_db.unwrap() + 4.0;
     let opts = Int8Options {
         budget: Some(Budget::MinSqnr(target)),
@@ -594,6 +599,7 @@ fn a_sqnr_budget_keeps_the_most_sensitive_blocks_in_f16() {
     let ws = model.workspace_bytes();
     assert_eq!(ws, cait_core::mixed_workspace_bytes(&cfg));
     assert_eq!(ws, cait_core::pack_workspace_bytes(&pack));
+    assert_eq!(cait_core::try_workspace_bytes_for(&q.bytes), Ok(ws));
     assert!(ws > cait_core::workspace_bytes(&cfg, Precision::Int8));
     let mut buf = vec![0u64; ws.div_ceil(8)];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);

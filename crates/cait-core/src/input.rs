@@ -1,0 +1,107 @@
+//! What a forward pass reads: a normalized f32 image, or 8-bit pixels as a camera delivers them.
+
+use cait_pack::Preprocess;
+
+use crate::kernels::int8::ActQuant;
+
+/// How the channels of an 8-bit frame are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PixelLayout {
+    /// Planar: every pixel of channel 0, then channel 1, … (`[C, H, W]`).
+    Chw,
+    /// Interleaved, as most cameras and image decoders deliver it (`[H, W, C]`: RGBRGB…).
+    Hwc,
+}
+
+/// One input image at the model's size (`[C, H, W]` = the pack's `in_chans` and `img_size`).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Input<'i> {
+    /// `C·H·W` values, `[C, H, W]` row-major, already normalized (what timm's transform gives).
+    Normalized(&'i [f32]),
+    /// `C·H·W` 8-bit pixels in `layout`, not normalized: the engine applies the pack's mean and
+    /// std itself ([`Preprocess::normalize`], the formula host preprocessing uses, so the logits
+    /// equal those of the normalized image bit for bit) while the patch embedding reads them; no
+    /// f32 copy of the image is made. Resizing and cropping are the caller's (the camera's).
+    Pixels {
+        /// The pixels.
+        data: &'i [u8],
+        /// Their order.
+        layout: PixelLayout,
+    },
+}
+
+impl<'i> Input<'i> {
+    /// Values in the input (bytes for [`Input::Pixels`]).
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Normalized(x) => x.len(),
+            Input::Pixels { data, .. } => data.len(),
+        }
+    }
+
+    /// Whether the input holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An [`Input`] of checked length, read a patch row at a time by the patch embeddings.
+pub(crate) struct Image<'i, 'p> {
+    input: Input<'i>,
+    pre: &'p Preprocess,
+    /// `[C, H, W]`.
+    shape: [usize; 3],
+}
+
+impl<'i, 'p> Image<'i, 'p> {
+    /// `input` must hold `C·H·W` values (checked by the caller).
+    pub(crate) fn new(input: Input<'i>, pre: &'p Preprocess, shape: [usize; 3]) -> Self {
+        Image { input, pre, shape }
+    }
+
+    /// Index of `(c, y, x)` in the input's own layout.
+    #[inline]
+    fn index(&self, layout: PixelLayout, c: usize, y: usize, x: usize) -> usize {
+        let [chans, h, w] = self.shape;
+        match layout {
+            PixelLayout::Chw => (c * h + y) * w + x,
+            PixelLayout::Hwc => (y * w + x) * chans + c,
+        }
+    }
+
+    /// The normalized values of channel `c`, row `y`, columns `x..x + out.len()`.
+    #[inline]
+    pub(crate) fn row(&self, c: usize, y: usize, x: usize, out: &mut [f32]) {
+        match self.input {
+            Input::Normalized(img) => {
+                let start = self.index(PixelLayout::Chw, c, y, x);
+                out.copy_from_slice(&img[start..start + out.len()]);
+            }
+            Input::Pixels { data, layout } => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = self.pre.normalize(c, data[self.index(layout, c, y, x + k)]);
+                }
+            }
+        }
+    }
+
+    /// [`row`](Self::row), quantized with `q`.
+    #[inline]
+    pub(crate) fn row_quantized(&self, c: usize, y: usize, x: usize, q: &ActQuant, out: &mut [i8]) {
+        match self.input {
+            Input::Normalized(img) => {
+                let start = self.index(PixelLayout::Chw, c, y, x);
+                q.quantize_slice(&img[start..start + out.len()], out);
+            }
+            Input::Pixels { data, layout } => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    let v = self.pre.normalize(c, data[self.index(layout, c, y, x + k)]);
+                    *o = q.quantize(v);
+                }
+            }
+        }
+    }
+}

@@ -425,3 +425,134 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
         );
     }
 }
+
+/// Runs an ELF on the emulated Cortex-M4 and returns what it printed, asserting a clean exit.
+fn run_elf(elf: &Path) -> String {
+    let run = Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "none"])
+        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+        .arg(elf)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{}: {text}", elf.display());
+    text
+}
+
+/// The README's firmware example (firmware/src/bin/example.rs: the bundled int8 pack via
+/// `include_pack!`, a const-sized workspace, a `Session`, an 8-bit camera frame) classifies its
+/// frame — the bundled ankle-boot image, byte for byte — on the emulated Cortex-M4; and copied
+/// into a fresh crate outside this repository, depending only on cait-core, cait-pack and the
+/// cortex-m crates, it builds for thumbv7em-none-eabihf and does the same.
+#[test]
+fn firmware_example_runs_and_builds_in_a_fresh_crate() {
+    require_qemu();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::fs::canonicalize(root).unwrap();
+    let firmware = root.join("firmware");
+    let frame = std::fs::read(firmware.join("src/bin/ankle-boot.gray")).unwrap();
+    let png = image::open(root.join("models/fashion-cait/images/09-ankle-boot.png")).unwrap();
+    assert_eq!(
+        frame,
+        png.to_luma8().into_raw(),
+        "the frame is the bundled image"
+    );
+
+    let target = firmware.join("target");
+    let elf = {
+        let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
+        lock.lock().unwrap();
+        let mut build = firmware_cargo(&firmware, &target).unwrap();
+        let out = build
+            .command
+            .args(["--release", "--bin", "example"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let copy = target.join(format!("example-{}.elf", std::process::id()));
+        std::fs::copy(firmware_elf(&target, "example"), &copy).unwrap();
+        copy
+    };
+    let text = run_elf(&elf);
+    let _ = std::fs::remove_file(&elf);
+    assert!(text.contains("class 9 Ankle boot"), "{text}");
+
+    // A fresh crate: the example verbatim but for where the pack and the frame are found.
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(app.join("src")).unwrap();
+    std::fs::create_dir_all(app.join(".cargo")).unwrap();
+    let source = std::fs::read_to_string(firmware.join("src/bin/example.rs")).unwrap();
+    let models = root.join("models/fashion-cait/");
+    let source = source.replace(
+        "\"../../../models/fashion-cait/",
+        &format!("\"{}/", models.display()),
+    );
+    assert!(
+        !source.contains("../models"),
+        "the example's pack path moved"
+    );
+    std::fs::write(app.join("src/main.rs"), source).unwrap();
+    std::fs::write(app.join("src/ankle-boot.gray"), &frame).unwrap();
+    std::fs::copy(
+        firmware.join("boards/mps2-an386/memory.x"),
+        app.join("memory.x"),
+    )
+    .unwrap();
+    // The firmware's lock file, so the same versions resolve as in the firmware build.
+    std::fs::copy(firmware.join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
+    let manifest = format!(
+        r#"[package]
+name = "app"
+version = "0.1.0"
+edition = "2024"
+
+[workspace]
+
+[dependencies]
+cait-core = {{ path = "{core}", features = ["arm-dsp"] }}
+cait-pack = {{ path = "{pack}" }}
+cortex-m = {{ version = "0.7", features = ["critical-section-single-core"] }}
+cortex-m-rt = "0.7"
+cortex-m-semihosting = "0.5"
+
+[profile.release]
+opt-level = 3
+lto = "fat"
+codegen-units = 1
+"#,
+        core = root.join("crates/cait-core").display(),
+        pack = root.join("crates/cait-pack").display(),
+    );
+    std::fs::write(app.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(
+        app.join(".cargo/config.toml"),
+        "[build]\ntarget = \"thumbv7em-none-eabihf\"\n\n[target.thumbv7em-none-eabihf]\nrustflags = [\"-C\", \"link-arg=-Tlink.x\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(&app)
+        .args(["build", "--release"])
+        .env("CARGO_TARGET_DIR", app.join("target"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the example does not build in a fresh crate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = run_elf(&app.join("target/thumbv7em-none-eabihf/release/app"));
+    assert!(text.contains("class 9 Ankle boot"), "fresh crate: {text}");
+}

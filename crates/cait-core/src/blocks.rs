@@ -188,6 +188,9 @@ impl<'a> Stem<'a> {
     }
 
     /// `tokens = Conv2d(k = s = p)(image) + pos_embed`, a pass of as many patches as fit in `scratch`.
+    // Out of line: run once per image, it would only crowd the register allocation of the
+    // block loops it would be inlined beside.
+    #[inline(never)]
     pub(crate) fn patch_embed(
         &self,
         image: &Image<'_, '_>,

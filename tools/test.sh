@@ -28,6 +28,12 @@ echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
 cargo build -q -p cait-core --target thumbv7em-none-eabihf --features arm-dsp
 
+echo "== each engine alone (cait-core's cargo features float and int8; firmware links only one)"
+for engine in float int8; do
+  cargo build -q -p cait-core --no-default-features --features "$engine" --target thumbv7em-none-eabihf
+  cargo test -q -p cait-core --no-default-features --features "$engine" --lib engine_left_out
+done
+
 echo "== tests"
 cargo test -q --workspace
 

@@ -14,6 +14,14 @@ use cait_pack::{ConfigError, ErrorName, PackError, Precision};
 pub enum Error {
     /// The pack's weights are in a precision this engine does not run.
     UnsupportedPrecision(Precision),
+    /// The pack needs an engine this build of cait-core leaves out: the cargo feature `float`
+    /// runs f32 and f16 packs and the f16 blocks of mixed int8 packs, `int8` runs int8 packs.
+    NotBuiltIn {
+        /// The precision of the weights that need it.
+        precision: Precision,
+        /// The cargo feature that builds it in.
+        feature: &'static str,
+    },
     /// An int8 pack lacks one of the tensors int8 packs add (scales, biases, activation
     /// quantization; see `cait_pack::int8`).
     MissingInt8Tensor(Int8Tensor),
@@ -78,6 +86,10 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::NotBuiltIn { precision, feature } => write!(
+                f,
+                "this build runs no {precision} weights: enable cait-core's cargo feature `{feature}`"
+            ),
             Error::UnsupportedPrecision(p) => {
                 write!(f, "{p} packs are not supported by this engine")
             }

@@ -36,8 +36,10 @@ pub struct Model<'a> {
 #[derive(Clone, Copy)]
 enum Engine<'a> {
     /// f32 and f16 packs (f32 compute).
+    #[cfg(feature = "float")]
     Float(Stem<'a>),
     /// int8 packs.
+    #[cfg(feature = "int8")]
     Int8(int8::Stem<'a>),
 }
 
@@ -97,6 +99,7 @@ impl<'a> Model<'a> {
         let r = Resolver { pack, cfg: &config };
         // Every block is checked now so that a forward pass cannot fail on the weights.
         let engine = match precision {
+            #[cfg(feature = "float")]
             Precision::F32 | Precision::F16 => {
                 let stem = Stem::resolve(&r)?;
                 for i in 0..config.depth {
@@ -107,6 +110,7 @@ impl<'a> Model<'a> {
                 }
                 Engine::Float(stem)
             }
+            #[cfg(feature = "int8")]
             Precision::Int8 => {
                 // Every int8 reduction: linear inputs, q·kᵀ over a head, attention·v over tokens.
                 let longest = [
@@ -130,6 +134,14 @@ impl<'a> Model<'a> {
                     int8::check_block(&r8, true, i)?;
                 }
                 Engine::Int8(stem)
+            }
+            #[allow(unreachable_patterns)]
+            precision => {
+                let feature = match precision {
+                    Precision::Int8 => "int8",
+                    _ => "float",
+                };
+                return Err(Error::NotBuiltIn { precision, feature });
             }
         };
         Ok(Model {
@@ -238,7 +250,7 @@ impl<'a> Model<'a> {
         let Outputs {
             logits,
             features,
-            mut attention,
+            attention,
         } = outputs;
         let dims = &self.dims;
         if input.len() != self.input_len() {
@@ -270,8 +282,8 @@ impl<'a> Model<'a> {
             pack: &self.pack,
             cfg: &self.config,
         };
-        let stem = match &self.engine {
-            Engine::Float(stem) => stem,
+        match &self.engine {
+            #[cfg(feature = "int8")]
             Engine::Int8(stem) => {
                 let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
                 let outputs = Outputs {
@@ -280,17 +292,45 @@ impl<'a> Model<'a> {
                     attention,
                 };
                 let r8 = Int8Resolver { r: &r };
-                return int8::forward(&r8, stem, dims, &image, ws, outputs, probe);
+                int8::forward(&r8, stem, dims, &image, ws, outputs, probe)
             }
-        };
+            #[cfg(feature = "float")]
+            Engine::Float(stem) => {
+                let outputs = Outputs {
+                    logits,
+                    features,
+                    attention,
+                };
+                self.run_float(stem, &r, &image, workspace, outputs, probe)
+            }
+        }
+    }
+
+    /// The float engine's forward pass (f32 and f16 packs).
+    #[cfg(feature = "float")]
+    fn run_float(
+        &self,
+        stem: &Stem<'_>,
+        r: &Resolver<'_, '_>,
+        image: &Image<'_, '_>,
+        workspace: &mut [u8],
+        outputs: Outputs<'_>,
+        probe: Option<&mut dyn Probe>,
+    ) -> Result<(), Error> {
+        let Outputs {
+            logits,
+            features,
+            mut attention,
+        } = outputs;
+        let dims = &self.dims;
         let mut probe = MaybeProbe(probe);
         let ws = as_floats(workspace, self.workspace_bytes)?;
         let (tokens, rest) = ws.split_at_mut(dims.n * dims.d);
         let (cls, scratch) = rest.split_at_mut(dims.d);
 
-        stem.patch_embed(&image, tokens, scratch, dims, &mut probe);
+        stem.patch_embed(image, tokens, scratch, dims, &mut probe);
         for i in 0..self.config.depth {
-            SelfAttentionBlock::resolve(&r, i)?.forward(
+            SelfAttentionBlock::resolve(r, i)?.forward(
                 tokens,
                 scratch,
                 dims,
@@ -300,7 +340,7 @@ impl<'a> Model<'a> {
         }
         cls.copy_from_slice(stem.cls_token);
         for i in 0..self.config.depth_token_only {
-            let block = ClassAttentionBlock::resolve(&r, i)?;
+            let block = ClassAttentionBlock::resolve(r, i)?;
             // Reborrow the sink for this block (`as_deref_mut` cannot shorten a trait object's lifetime).
             let sink = attention
                 .as_mut()

@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
+// An error value built eagerly in `ok_or(..)` costs its construction on every success: a
+// name copied into an ErrorName for each tensor lookup was 1.2% of an int8 forward pass.
+#![warn(clippy::or_fun_call)]
 #![forbid(unsafe_code)]
 
 #[cfg(target_endian = "big")]

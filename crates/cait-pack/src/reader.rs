@@ -843,7 +843,8 @@ impl<'a> Pack<'a> {
         let data_offset = read_u64(e, offset::T_DATA_OFFSET, WHAT)?;
         let data_len = read_u64(e, offset::T_DATA_LEN, WHAT)?;
         let code = read_u8(e, offset::T_DTYPE, WHAT)?;
-        let dtype = DType::from_code(code).ok_or(PackError::BadDType { name: name(), code })?;
+        let dtype =
+            DType::from_code(code).ok_or_else(|| PackError::BadDType { name: name(), code })?;
         let rank = read_u8(e, offset::T_RANK, WHAT)?;
         if rank == 0 || rank as usize > MAX_RANK {
             return Err(PackError::BadRank { name: name(), rank });
@@ -869,7 +870,7 @@ impl<'a> Pack<'a> {
         let expected = shape
             .numel()
             .and_then(|n| n.checked_mul(dtype.size()))
-            .ok_or(PackError::TensorTooLarge { name: name() })?;
+            .ok_or_else(|| PackError::TensorTooLarge { name: name() })?;
         if data_len != expected as u64 {
             return Err(PackError::DataLengthMismatch {
                 name: name(),
@@ -886,12 +887,12 @@ impl<'a> Pack<'a> {
         let end = data_offset
             .checked_add(data_len)
             .filter(|&end| data_offset >= HEADER_LEN as u64 && end <= self.bytes.len() as u64)
-            .ok_or(PackError::TensorOutOfBounds { name: name() })?;
+            .ok_or_else(|| PackError::TensorOutOfBounds { name: name() })?;
         // In bounds of a slice, so both fit in usize.
         let data = self
             .bytes
             .get(data_offset as usize..end as usize)
-            .ok_or(PackError::TensorOutOfBounds { name: name() })?;
+            .ok_or_else(|| PackError::TensorOutOfBounds { name: name() })?;
 
         let kind = read_u8(e, offset::T_QUANT_KIND, WHAT)?;
         let axis = read_u8(e, offset::T_QUANT_AXIS, WHAT)?;

@@ -140,7 +140,8 @@ pub fn run(args: Args) -> Result<()> {
     let images = crate::input::load_npy(&input_path, &config)?.len();
 
     let firmware = firmware_dir(args.firmware.as_deref())?;
-    let elf = build_firmware(&firmware, &args, &pack_path, &input_path)?;
+    let engines = engine_features(&bytes)?;
+    let elf = build_firmware(&firmware, &args, &pack_path, &input_path, engines)?;
     let sizes = elf_sizes(&fs::read(&elf)?, args.machine)
         .with_context(|| format!("{}: not a 32-bit little-endian ELF", elf.display()))?;
     let spinner = crate::progress::spinner(format!(
@@ -279,6 +280,17 @@ fn read_config(bytes: &[u8], allow_corrupt: bool) -> Result<ModelConfig> {
     }
 }
 
+/// The firmware features for cait-core's engines the pack needs, so the firmware links only them:
+/// `float` for f32 and f16 packs, `int8` for int8 packs, both for a mixed int8 pack.
+fn engine_features(bytes: &[u8]) -> Result<&'static str> {
+    let header = cait_pack::PackHeader::read(bytes)?;
+    Ok(match (header.precision, header.mixed) {
+        (cait_pack::Precision::Int8, false) => "int8",
+        (cait_pack::Precision::Int8, true) => "int8,float",
+        _ => "float",
+    })
+}
+
 fn precision_name(bytes: &[u8]) -> &'static str {
     let mut copy = bytes.to_vec();
     cait_pack::reseal(&mut copy);
@@ -307,7 +319,13 @@ fn firmware_dir(arg: Option<&Path>) -> Result<PathBuf> {
 
 /// Builds `classify` for the board with the pack and images linked in, and returns a private copy
 /// of the ELF (builds of other packs may overwrite cargo's output as soon as the lock is released).
-fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Result<PathBuf> {
+fn build_firmware(
+    firmware: &Path,
+    args: &Args,
+    pack: &Path,
+    input: &Path,
+    engines: &str,
+) -> Result<PathBuf> {
     // The firmware's own target dir (its .cargo/config.toml applies only when cargo runs there).
     let target = std::env::var_os("CAIT_FIRMWARE_TARGET_DIR")
         .map(PathBuf::from)
@@ -325,6 +343,7 @@ fn build_firmware(firmware: &Path, args: &Args, pack: &Path, input: &Path) -> Re
     let cmd = &mut build.command;
     cmd.args(["--release", "--bin", "classify", "--no-default-features"])
         .args(["--features", args.machine.feature()])
+        .args(["--features", engines])
         .args(if args.no_dsp {
             &[][..]
         } else {

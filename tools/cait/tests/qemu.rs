@@ -386,7 +386,7 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
                     "kernel_check",
                     "--no-default-features",
                 ])
-                .args(["--features", &format!("{machine},dsp")])
+                .args(["--features", &format!("{machine},dsp,int8")])
                 .output()
                 .unwrap();
             assert!(

@@ -156,7 +156,7 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
                 .r
                 .pack
                 .tensor_at(scales as usize)
-                .ok_or(Error::NotPerChannel(ErrorName::unindexed(view.name)))?
+                .ok_or_else(|| Error::NotPerChannel(ErrorName::unindexed(view.name)))?
                 .as_f32()?,
             _ => return Err(Error::NotPerChannel(ErrorName::unindexed(view.name))),
         };

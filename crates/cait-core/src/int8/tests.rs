@@ -259,7 +259,7 @@ fn int8_pack(
             .add_f32(&Int8Tensor::HeadActQuant.to_string(), &[1, 2], &head)
             .unwrap();
     }
-    let (scale, shift) = smooth.unwrap_or((vec![1.0; d], vec![0.0; d]));
+    let (scale, shift) = smooth.unwrap_or_else(|| (vec![1.0; d], vec![0.0; d]));
     let table: Vec<f32> = scale.iter().chain(&shift).copied().collect();
     writer
         .add_f32(&Int8Tensor::NormSmooth.to_string(), &[2, d as u32], &table)
@@ -699,6 +699,42 @@ fn pixel_input_equals_the_normalized_image() {
                 .forward_input(short, ws, Outputs::logits(&mut want))
                 .unwrap_err();
             assert!(matches!(e, Error::InputLength { .. }), "{e}");
+        }
+    }
+}
+
+/// A build with one engine left out refuses the other's packs by name (tools/test.sh runs this
+/// with each engine alone; with both it is not compiled).
+#[test]
+#[cfg(not(all(feature = "float", feature = "int8")))]
+fn engine_left_out_is_refused() {
+    let cfg = config([16, 24], 8, 3, 5, 16, 2, 2);
+    let w = random_weights(&cfg, 4);
+    let refused = |bytes: &AlignedBytes| {
+        let pack = Pack::parse(bytes.bytes()).unwrap();
+        Model::from_pack(&pack).err()
+    };
+    if cfg!(feature = "float") {
+        let bytes = int8_pack(&cfg, &w, &images(&cfg, 3, 2), "int8", "int8", None);
+        assert_eq!(
+            refused(&bytes),
+            Some(Error::NotBuiltIn {
+                precision: Precision::Int8,
+                feature: "int8"
+            })
+        );
+    } else {
+        for precision in [Precision::F32, Precision::F16] {
+            let bytes = pack_bytes(&cfg, &w, precision, None);
+            let e = refused(&bytes);
+            assert_eq!(
+                e,
+                Some(Error::NotBuiltIn {
+                    precision,
+                    feature: "float"
+                })
+            );
+            assert!(e.unwrap().to_string().contains("`float`"));
         }
     }
 }

@@ -706,12 +706,36 @@ pub fn image_from_bytes_limited(
         reader.set_format(format);
     }
     reader.limits(limits);
-    let img = reader
-        .with_guessed_format()
-        .map_err(io(path))?
-        .decode()
-        .map_err(|e| err(format!("not a readable image: {e}")))?;
+    let reader = reader.with_guessed_format().map_err(io(path))?;
+    let img = decode_guarded(reader).map_err(err)?;
     preprocess(&img, cfg, pre).map_err(err)
+}
+
+thread_local! {
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside an image decoder right now. A decoder that panics on a corrupt
+/// file is caught and its panic becomes a [`DataError::Image`]; a panic hook can use this to stay
+/// quiet about it (the `cait` tool does).
+pub fn decoding() -> bool {
+    DECODING.with(std::cell::Cell::get)
+}
+
+/// Decodes with the third-party decoders' panics caught: they are a file's defect to the user
+/// (zune-jpeg 0.5.15's AVX2 IDCT unwraps a `None` on some corrupt JPEGs; found by the image fuzz
+/// target), so they become an error naming the file, not a crash.
+fn decode_guarded<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+) -> Result<image::DynamicImage, String> {
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()));
+    DECODING.with(|d| d.set(false));
+    match result {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(e)) => Err(format!("not a readable image: {e}")),
+        Err(_) => Err("not a readable image: the decoder failed on its data (corrupt)".into()),
+    }
 }
 
 /// timm's eval transform on a decoded image, giving `[C, H, W]` for `cfg`.
@@ -1104,6 +1128,26 @@ mod tests {
         assert_eq!(parse_idx(path, &plain, 1).unwrap(), (vec![2], vec![7, 1]));
         // A gzip stream cut short is an error, not a partial file.
         assert!(parse_idx(path, &gz[..gz.len() - 9], 1).is_err());
+    }
+
+    /// A corrupt JPEG on which zune-jpeg 0.5.15's AVX2 IDCT panics (minimized from the image fuzz
+    /// target's find, kept in its seed corpus): an error naming the file, or an image, but never a panic (without AVX2 the
+    /// decoder takes another path).
+    #[test]
+    fn decoder_panics_are_errors() {
+        let (cfg, pre) = gray28();
+        let jpeg = include_bytes!("../fuzz/corpus/image/regression-zune-jpeg-avx2-idct-panic.jpg");
+        match image_from_bytes(jpeg, Path::new("bad.jpg"), &cfg, &pre) {
+            Ok(v) => assert_eq!(v.len(), 28 * 28),
+            Err(e) => {
+                assert!(matches!(e, DataError::Image { .. }), "{e}");
+                assert!(
+                    e.to_string().starts_with("bad.jpg: not a readable image"),
+                    "{e}"
+                );
+            }
+        }
+        assert!(!decoding());
     }
 
     /// A PNG's header declares its size; one far larger than its data is refused by the decoder's

@@ -122,6 +122,17 @@ fn quiet_headless_vulkan() {
     }
 }
 
+/// An image decoder's panic on a corrupt file is caught by cait-quant and reported as that file's
+/// error; the default hook would still print the panic and a backtrace hint first.
+fn quiet_decoder_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !cait_quant::data::decoding() {
+            default(info)
+        }
+    }));
+}
+
 /// The error as one line: the context chain joined, outermost first, one clause per cause. Many
 /// errors display their source as part of their own message (`path: os error`) and also return it
 /// as `source()`; a cause whose text the line already holds is not repeated.
@@ -143,6 +154,7 @@ fn one_line(err: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     end_quietly_on_broken_pipe();
     quiet_headless_vulkan();
+    quiet_decoder_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),

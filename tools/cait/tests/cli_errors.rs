@@ -407,3 +407,22 @@ fn classify_reads_a_folder_of_images() {
         &["holds no PNG or JPEG image"],
     );
 }
+
+/// A corrupt JPEG on which the decoder itself panics (zune-jpeg's AVX2 IDCT; the image fuzz target
+/// found it) is that file's one-line error, with no panic message: exit 1, not a crash.
+#[test]
+fn a_decoder_panic_is_the_files_error() {
+    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/cait-quant/fuzz/corpus/image/regression-zune-jpeg-avx2-idct-panic.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jpg");
+    std::fs::copy(&jpeg, &bad).unwrap();
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/fashion-cait/fashion-cait-int8.cait");
+    let out = cait(&["classify", "--model", p(&pack), p(&bad)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if !out.status.success() {
+        assert_error(&out, &["bad.jpg: not a readable image"]);
+    }
+}

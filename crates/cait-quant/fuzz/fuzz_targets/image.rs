@@ -82,7 +82,23 @@ fn raw_image(data: &[u8]) -> Option<(DynamicImage, f32)> {
     Some((img, crop_pct))
 }
 
+/// libFuzzer's panic hook aborts on every panic. A third-party decoder's panic inside
+/// `image_from_bytes` is caught there and becomes the file's error (`data::decoding`), as in
+/// `cait`; every other panic still aborts. Installed over libFuzzer's hook at the first input.
+fn tolerate_caught_decoder_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let libfuzzer = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !cait_quant::data::decoding() {
+                libfuzzer(info)
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    tolerate_caught_decoder_panics();
     let (cfg, mut pre) = model(data.len());
     let want = (cfg.in_chans * cfg.img_size[0] * cfg.img_size[1]) as usize;
     let out = match data.strip_prefix(b"RAW") {

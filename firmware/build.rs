@@ -1,5 +1,5 @@
-//! Build script: picks the board's memory map, links the pack and the input images, and turns the
-//! pack's header into compile-time constants (the workspace is a `static` sized by them).
+//! Build script: picks the board's memory map, checks and links the pack and the input images, and
+//! says where they go (the pack's own header gives the config and the workspace: src/model.rs).
 //!
 //! Environment (all optional):
 //! - `CAIT_PACK=/abs/path.cait`: the pack to link. Without it the `classify` demo is built as a stub
@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cait_pack::{GlobalPool, ModelConfig, Pack, PackError, Precision};
+use cait_pack::{ModelConfig, Pack, PackError, Precision};
 
 /// The boards' code memory ("flash"): 4 MiB of ZBT SSRAM1 at 0 on both MPS2 images.
 const FLASH_BYTES: usize = 4 << 20;
@@ -86,7 +86,7 @@ fn run() -> Result<(), String> {
     println!("cargo::rerun-if-changed={}", pack_path.display());
     let bytes =
         fs::read(&pack_path).map_err(|e| format!("CAIT_PACK={}: {e}", pack_path.display()))?;
-    let (config, precision, mixed) = read_header(&bytes, &pack_path)?;
+    let (config, precision) = read_header(&bytes, &pack_path)?;
 
     let [h, w] = config.img_size.map(|v| v as usize);
     let image_len = config.in_chans as usize * h * w;
@@ -140,50 +140,16 @@ fn run() -> Result<(), String> {
     println!("cargo::rustc-env=CAIT_PACK_FILE={}", pack_path.display());
     println!("cargo::rustc-env=CAIT_INPUT_FILE={}", input_path.display());
 
-    let pool = match config.global_pool {
-        GlobalPool::Token => "Token",
-        GlobalPool::Avg => "Avg",
-    };
-    let precision_name = match precision {
-        Precision::F32 => "F32",
-        Precision::F16 => "F16",
-        Precision::Int8 => "Int8",
-    };
-    let c = &config;
+    // The config, precision and workspace come from the pack's header itself, read by
+    // `cait_pack::PackHeader::read` in a const (src/model.rs): only what the header does not say.
     write!(
         code,
-        "/// The linked pack's architecture (its header, read at build time).\n\
-         pub const CONFIG: cait_pack::ModelConfig = cait_pack::ModelConfig {{\n    \
-         img_size: [{}, {}],\n    patch_size: {},\n    in_chans: {},\n    num_classes: {},\n    \
-         embed_dim: {},\n    depth: {},\n    num_heads: {},\n    mlp_hidden_dim: {},\n    \
-         depth_token_only: {},\n    mlp_hidden_dim_token_only: {},\n    qkv_bias: {},\n    \
-         global_pool: cait_pack::GlobalPool::{pool},\n}};\n\
-         /// The linked pack's precision.\n\
-         pub const PRECISION: cait_pack::Precision = cait_pack::Precision::{precision_name};\n\
-         /// Bytes of the linked pack.\npub const PACK_LEN: usize = {};\n\
-         /// Logits of one image (`num_classes`, or `embed_dim` without a head).\n\
-         pub const LOGITS: usize = {};\n\
+        "/// Bytes of the linked pack.\npub const PACK_LEN: usize = {};\n\
          /// Linked input images.\npub const IMAGES: usize = {images};\n\
          /// f32 values of one image, `C·H·W`.\npub const IMAGE_LEN: usize = {image_len};\n\
          /// Whether the pack was linked into PSRAM rather than flash.\n\
-         pub const PACK_IN_PSRAM: bool = {pack_psram};\n\
-         /// Whether the pack is a mixed int8 pack (blocks kept in f16): its workspace is\n\
-         /// `cait_core::mixed_workspace_bytes`.\n\
-         pub const MIXED: bool = {mixed};\n",
-        c.img_size[0],
-        c.img_size[1],
-        c.patch_size,
-        c.in_chans,
-        c.num_classes,
-        c.embed_dim,
-        c.depth,
-        c.num_heads,
-        c.mlp_hidden_dim,
-        c.depth_token_only,
-        c.mlp_hidden_dim_token_only,
-        c.qkv_bias,
+         pub const PACK_IN_PSRAM: bool = {pack_psram};\n",
         bytes.len(),
-        c.logits_len(),
     )
     .unwrap();
     fs::write(out.join("model.rs"), code).map_err(|e| e.to_string())?;
@@ -220,11 +186,8 @@ fn link_memory_map(manifest: &Path, out: &Path, board: &str) -> Result<(), Strin
 
 /// What the workspace is sized by: the config and precision from the pack's header, validated by
 /// `Pack::parse`, and whether int8 blocks are kept in f16 (`cait_pack::int8::f16_blocks`).
-fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision, bool), String> {
-    let header = |pack: &Pack<'_>| -> (ModelConfig, Precision, bool) {
-        let mixed = cait_pack::int8::f16_blocks(pack).next().is_some();
-        (*pack.config(), pack.precision(), mixed)
-    };
+fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision), String> {
+    let header = |pack: &Pack<'_>| (*pack.config(), pack.precision());
     match Pack::parse(bytes) {
         Ok(pack) => Ok(header(&pack)),
         Err(err @ PackError::ChecksumMismatch { .. })

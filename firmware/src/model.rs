@@ -1,15 +1,18 @@
 //! The linked pack, the linked input images and the workspace, all fixed at build time.
 //!
-//! `build.rs` reads the pack's header and generates [`CONFIG`], [`PRECISION`] and the sizes below,
-//! so the workspace is a `static` sized by `cait_core::workspace_bytes` (`mixed_workspace_bytes` for
-//! a mixed int8 pack). The pack is placed in a
-//! 64-byte aligned section: `.rodata` (the code memory) when it fits, else `.psram_rodata` (PSRAM).
+//! The pack's header is read at compile time (`cait_pack::PackHeader::read`, a const fn): it gives
+//! [`CONFIG`], [`PRECISION`] and [`WORKSPACE_BYTES`] (`cait_core::workspace_bytes_for`), so the
+//! workspace is a `static` of exactly that size. `build.rs` checks the pack and decides where it
+//! goes: a 64-byte aligned section, `.rodata` (the code memory) when it fits, else
+//! `.psram_rodata` (PSRAM).
 
 #[cfg(not(cait_no_pack))]
 use core::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(not(cait_no_pack))]
-use cait_core::{Workspace, mixed_workspace_bytes, workspace_bytes};
+use cait_core::{Workspace, workspace_bytes_for};
+#[cfg(not(cait_no_pack))]
+use cait_pack::{ModelConfig, PackHeader, Precision};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
@@ -32,13 +35,29 @@ static PACK: Aligned<[u8; PACK_LEN]> = Aligned(*include_bytes!(env!("CAIT_PACK_F
 static INPUT: Aligned<[u8; IMAGES * IMAGE_LEN * 4]> =
     Aligned(*include_bytes!(env!("CAIT_INPUT_FILE")));
 
-/// Bytes of the workspace a forward pass of the linked pack needs.
+/// The linked pack's header, read at compile time (build.rs has checked the whole pack).
 #[cfg(not(cait_no_pack))]
-pub const WORKSPACE_BYTES: usize = if MIXED {
-    mixed_workspace_bytes(&CONFIG)
-} else {
-    workspace_bytes(&CONFIG, PRECISION)
+const HEADER: PackHeader = match PackHeader::read(&PACK.0) {
+    Ok(header) => header,
+    Err(_) => panic!("the linked pack's header cannot be read"),
 };
+
+/// The linked pack's architecture.
+#[cfg(not(cait_no_pack))]
+pub const CONFIG: ModelConfig = HEADER.config;
+
+/// The linked pack's precision.
+#[cfg(not(cait_no_pack))]
+pub const PRECISION: Precision = HEADER.precision;
+
+/// Logits of one image (`num_classes`, or `embed_dim` without a head).
+#[cfg(not(cait_no_pack))]
+pub const LOGITS: usize = CONFIG.logits_len();
+
+/// Bytes of the workspace a forward pass of the linked pack needs (the mixed layout for a mixed
+/// int8 pack).
+#[cfg(not(cait_no_pack))]
+pub const WORKSPACE_BYTES: usize = workspace_bytes_for(&PACK.0);
 
 /// The linked pack's bytes (not yet validated: `cait_pack::Pack::parse` checks them).
 #[cfg(not(cait_no_pack))]

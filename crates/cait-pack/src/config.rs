@@ -196,7 +196,7 @@ impl ModelConfig {
     }
 
     /// Length of the logits: `num_classes`, or `embed_dim` when there is no head.
-    pub fn logits_len(&self) -> usize {
+    pub const fn logits_len(&self) -> usize {
         if self.num_classes == 0 {
             self.embed_dim as usize
         } else {

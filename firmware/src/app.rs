@@ -104,11 +104,7 @@ where
             got: linked.logits.len(),
         });
     }
-    let precision = match linked.precision {
-        Precision::F32 => "f32",
-        Precision::F16 => "f16",
-        Precision::Int8 => "int8",
-    };
+    let precision = linked.precision.as_str();
     writeln!(
         out,
         "CAIT pack {} {precision} {} workspace {}",

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
-use cait_pack::{GlobalPool, Interpolation, ModelConfig, Preprocess};
+use cait_pack::{GlobalPool, ModelConfig, Preprocess};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -114,11 +114,7 @@ pub fn hub_config_json(export: &HubExport) -> Value {
 
     let p = &export.preprocess;
     let n = (p.norm_channels as usize).clamp(1, p.mean.len());
-    let interpolation = match p.interpolation {
-        Interpolation::Nearest => "nearest",
-        Interpolation::Bilinear => "bilinear",
-        Interpolation::Bicubic => "bicubic",
-    };
+    let interpolation = p.interpolation.as_str();
     let pretrained = json!({
         "tag": "cait_edge",
         "custom_load": false,

@@ -191,6 +191,8 @@ const fn bytes_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
         // f16 packs compute in f32 with the same buffers.
         Precision::F32 | Precision::F16 => (n * d + d + scratch_floats(cfg)) * 4,
         Precision::Int8 => 4 * n * d + 4 * d + int8_scratch_bytes(cfg),
+        // A precision this engine does not run (Model::from_pack refuses it): nothing fits.
+        _ => u128::MAX,
     }
 }
 

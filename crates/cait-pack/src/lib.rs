@@ -112,6 +112,8 @@ pub const MAX_NORM_CHANNELS: usize = 8;
 /// How a resize interpolates (timm's `interpolation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// More will come (a new precision, dtype or quantization is a new pack feature): match with `_`.
+#[non_exhaustive]
 pub enum Interpolation {
     /// Nearest neighbour.
     Nearest,
@@ -142,6 +144,8 @@ pub struct Preprocess {
 /// The precision a pack's weights are stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// More will come (a new precision, dtype or quantization is a new pack feature): match with `_`.
+#[non_exhaustive]
 pub enum Precision {
     /// Every tensor f32.
     F32,
@@ -154,6 +158,8 @@ pub enum Precision {
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// More will come (a new precision, dtype or quantization is a new pack feature): match with `_`.
+#[non_exhaustive]
 pub enum DType {
     /// IEEE 754 binary32.
     F32,
@@ -168,6 +174,8 @@ pub enum DType {
 /// Quantization parameters of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// More will come (a new precision, dtype or quantization is a new pack feature): match with `_`.
+#[non_exhaustive]
 pub enum Quant {
     /// Stored as is.
     None,

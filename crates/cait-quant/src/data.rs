@@ -872,6 +872,12 @@ pub fn preprocess_u8(
         Interpolation::Nearest => Filter::Nearest,
         Interpolation::Bilinear => Filter::Bilinear,
         Interpolation::Bicubic => Filter::Bicubic,
+        other => {
+            return Err(format!(
+                "{} interpolation is not implemented",
+                other.as_str()
+            ));
+        }
     };
     let (pixels, bands) = to_model_mode(img, chans);
     let (w, h) = (w as usize, h as usize);

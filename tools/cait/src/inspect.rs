@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cait_pack::{Interpolation, ModelConfig, Pack, Precision};
+use cait_pack::{ModelConfig, Pack, Precision};
 use serde_json::{Value, json};
 
 use crate::model::{Origin, PreprocessArgs, load_path, parse_pool};
@@ -19,22 +19,6 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::F32 => "f32",
-        Precision::F16 => "f16",
-        Precision::Int8 => "int8",
-    }
-}
-
-fn interpolation_name(i: Interpolation) -> &'static str {
-    match i {
-        Interpolation::Nearest => "nearest",
-        Interpolation::Bilinear => "bilinear",
-        Interpolation::Bicubic => "bicubic",
-    }
 }
 
 fn config_json(c: &ModelConfig) -> Value {
@@ -77,6 +61,7 @@ fn quantization(pack: &Pack<'_>) -> Value {
             "held_out_top1_agreement": number(META_HELD_OUT_AGREEMENT),
             "held_out_images": number(META_HELD_OUT_IMAGES).map(|n| n as u64),
         }),
+        other => json!({ "weights": other.as_str() }),
     }
 }
 
@@ -108,12 +93,12 @@ fn report(pack: &Pack<'_>, kind: &str, extra: Value) -> Value {
     let mut v = json!({
         "kind": kind,
         "architecture": if pack.architecture().is_empty() { None } else { Some(pack.architecture()) },
-        "precision": precision_name(pack.precision()),
+        "precision": cait_pack::Precision::as_str(pack.precision()),
         "parameters": c.num_params(),
         "config": config_json(c),
         "preprocess": {
             "input_size": pre.input_size,
-            "interpolation": interpolation_name(pre.interpolation),
+            "interpolation": cait_pack::Interpolation::as_str(pre.interpolation),
             "crop_pct": pre.crop_pct,
             "mean": short_floats(&pre.mean[..pre.norm_channels as usize]),
             "std": short_floats(&pre.std[..pre.norm_channels as usize]),

@@ -294,12 +294,7 @@ fn engine_features(bytes: &[u8]) -> Result<&'static str> {
 fn precision_name(bytes: &[u8]) -> &'static str {
     let mut copy = bytes.to_vec();
     cait_pack::reseal(&mut copy);
-    match Pack::parse(&copy).map(|p| p.precision()) {
-        Ok(cait_pack::Precision::F32) => "f32",
-        Ok(cait_pack::Precision::F16) => "f16",
-        Ok(cait_pack::Precision::Int8) => "int8",
-        Err(_) => "?",
-    }
+    Pack::parse(&copy).map_or("?", |p| p.precision().as_str())
 }
 
 fn firmware_dir(arg: Option<&Path>) -> Result<PathBuf> {

@@ -530,7 +530,7 @@ fn rewrite(
                     .collect();
                 writer.add_i32(t.name, dims, &v, quant)
             }
-            cait_pack::DType::F16 => unreachable!(),
+            other => unreachable!("{other:?}"),
         }
         .unwrap();
         index.insert(t.name, i);

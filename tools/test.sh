@@ -28,8 +28,8 @@ echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
 cargo build -q -p cait-core --target thumbv7em-none-eabihf --features arm-dsp
 
-echo "== each engine alone (cait-core's cargo features float and int8; firmware links only one)"
-for engine in float int8; do
+echo "== each engine alone, and none (cait-core's cargo features float and int8; firmware links only one)"
+for engine in float int8 ""; do
   cargo build -q -p cait-core --no-default-features --features "$engine" --target thumbv7em-none-eabihf
   cargo test -q -p cait-core --no-default-features --features "$engine" --lib engine_left_out
 done

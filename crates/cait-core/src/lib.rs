@@ -7,14 +7,12 @@
 // An error value built eagerly in `ok_or(..)` costs its construction on every success: a
 // name copied into an ErrorName for each tensor lookup was 1.2% of an int8 forward pass.
 #![warn(clippy::or_fun_call)]
-// With one engine left out, the other's code is unused (and the linker drops it).
+// With an engine left out, its code is unused (and the linker drops it); with neither, the
+// crate still builds and refuses every pack.
 #![cfg_attr(
     not(all(feature = "float", feature = "int8")),
-    allow(dead_code, unused_imports)
+    allow(dead_code, unused_imports, unused_variables, unreachable_code)
 )]
-
-#[cfg(not(any(feature = "float", feature = "int8")))]
-compile_error!("cait-core needs at least one engine: enable the cargo feature `float` or `int8`");
 
 mod attention;
 mod blocks;

@@ -41,6 +41,9 @@ enum Engine<'a> {
     /// int8 packs.
     #[cfg(feature = "int8")]
     Int8(int8::Stem<'a>),
+    /// A build with no engine: never constructed (`Model::from_pack` refuses every pack).
+    #[cfg(not(any(feature = "float", feature = "int8")))]
+    Unbuilt(core::convert::Infallible, core::marker::PhantomData<&'a ()>),
 }
 
 /// Where a forward pass writes its results. Build with [`Outputs::logits`] and chain the options.
@@ -247,11 +250,6 @@ impl<'a> Model<'a> {
         outputs: Outputs<'_>,
         probe: Option<&mut dyn Probe>,
     ) -> Result<(), Error> {
-        let Outputs {
-            logits,
-            features,
-            attention,
-        } = outputs;
         let dims = &self.dims;
         if input.len() != self.input_len() {
             return Err(Error::InputLength {
@@ -259,13 +257,13 @@ impl<'a> Model<'a> {
                 got: input.len(),
             });
         }
-        if logits.len() != self.logits_len() {
+        if outputs.logits.len() != self.logits_len() {
             return Err(Error::LogitsLength {
                 expected: self.logits_len(),
-                got: logits.len(),
+                got: outputs.logits.len(),
             });
         }
-        if let Some(f) = features.as_deref()
+        if let Some(f) = outputs.features.as_deref()
             && f.len() != dims.d
         {
             return Err(Error::FeaturesLength {
@@ -286,23 +284,13 @@ impl<'a> Model<'a> {
             #[cfg(feature = "int8")]
             Engine::Int8(stem) => {
                 let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
-                let outputs = Outputs {
-                    logits,
-                    features,
-                    attention,
-                };
                 let r8 = Int8Resolver { r: &r };
                 int8::forward(&r8, stem, dims, &image, ws, outputs, probe)
             }
             #[cfg(feature = "float")]
-            Engine::Float(stem) => {
-                let outputs = Outputs {
-                    logits,
-                    features,
-                    attention,
-                };
-                self.run_float(stem, &r, &image, workspace, outputs, probe)
-            }
+            Engine::Float(stem) => self.run_float(stem, &r, &image, workspace, outputs, probe),
+            #[cfg(not(any(feature = "float", feature = "int8")))]
+            Engine::Unbuilt(never, _) => match *never {},
         }
     }
 

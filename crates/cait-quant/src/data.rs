@@ -1137,8 +1137,8 @@ mod tests {
     }
 
     /// A corrupt JPEG on which zune-jpeg 0.5.15's AVX2 IDCT panics (minimized from the image fuzz
-    /// target's find, kept in its seed corpus): an error naming the file, or an image, but never a panic (without AVX2 the
-    /// decoder takes another path).
+    /// target's find, kept in its seed corpus): an error naming the file, or an image, but never a
+    /// panic (without AVX2 the decoder takes another path).
     #[test]
     fn decoder_panics_are_errors() {
         let (cfg, pre) = gray28();

@@ -129,12 +129,13 @@ impl<'a> Model<'a> {
                     return Err(Error::ReductionTooLong { length: longest });
                 }
                 let r8 = Int8Resolver { r: &r };
-                let stem = int8::Stem::resolve(&r8, Modes::from_pack(pack)?)?;
+                let modes = Modes::from_pack(pack)?;
+                let stem = int8::Stem::resolve(&r8, modes)?;
                 for i in 0..config.depth {
-                    int8::check_block(&r8, false, i)?;
+                    int8::check_block(&r8, false, i, modes)?;
                 }
                 for i in 0..config.depth_token_only {
-                    int8::check_block(&r8, true, i)?;
+                    int8::check_block(&r8, true, i, modes)?;
                 }
                 Engine::Int8(stem)
             }

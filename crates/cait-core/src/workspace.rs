@@ -40,7 +40,7 @@
 //! | patch embedding | int8 im2col'd patches, `⌈C·p²⌉₄` each: as many per pass as fit (at least 1) |
 //! | attention | int8 keys `⌈T·D⌉₄` and values `⌈D·T⌉₄` (transposed); f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D`; int8 output tile `⌈R·D⌉₄` |
 //! | SA MLP | int8 `D` (norm2 output) + int8 `hidden` (GELU output) per token: as many tokens per pass as fit (at least 1) |
-//! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄` |
+//! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄`, and with the class path quantized at run time (`quant.class_path` `dynamic`) f32 copies of both rows, `4·(D + hidden_token_only)` more; sized for that either way |
 //! | head | `2·4·D + ⌈D⌉₄`: pooled and unsmoothed features (f32), the int8 head input |
 //!
 //! The attention term dominates: cait_xxs24_224 needs 244,020 bytes (238 KiB) in all, 52% of the
@@ -173,14 +173,13 @@ const fn int8_scratch_bytes(cfg: &ModelConfig) -> u128 {
     let d = cfg.embed_dim as u128;
     let h = cfg.num_heads as u128;
     let attention = region_bytes(&int8_attention(t, d, h));
-    let mlp = round4(d)
-        + round4(max(
-            cfg.mlp_hidden_dim as u128,
-            cfg.mlp_hidden_dim_token_only as u128,
-        ));
+    let hidden_token = cfg.mlp_hidden_dim_token_only as u128;
+    let mlp = round4(d) + round4(max(cfg.mlp_hidden_dim as u128, hidden_token));
+    // A class path quantized at run time keeps f32 copies of its norm2 and GELU rows.
+    let class_mlp = round4(d) + round4(hidden_token) + 4 * (d + hidden_token);
     let patches = round4(cfg.in_chans as u128 * p * p);
     let head = 2 * 4 * d + round4(d);
-    max(max(attention, mlp), max(patches, head))
+    max(max(attention, max(mlp, class_mlp)), max(patches, head))
 }
 
 /// Exact workspace bytes as a u128 (no overflow possible).

@@ -32,6 +32,25 @@ pub mod act {
 pub const META_QK: &str = "quant.qk";
 /// Metadata key: how attention·v is computed, `int8` or `f32`.
 pub const META_AV: &str = "quant.av";
+/// Metadata key: how the class-token path's activations are quantized, `static` (the calibrated
+/// `act_quant` rows, as everywhere else) or `dynamic` (each row at run time, see
+/// [`is_class_path_linear`]). A pack without the key is `static`.
+pub const META_CLASS_PATH: &str = "quant.class_path";
+
+/// Whether `id` is the weight of a linear layer on the class-token path: the class-attention
+/// blocks' `q`, `proj`, `fc1` and `fc2`, and the `head`. Each multiplies one row per image (the
+/// class token, or the pooled features), so when [`META_CLASS_PATH`] is `dynamic` its input row is
+/// quantized at run time — asymmetric, over the row's own range — and the layer also holds an
+/// [`Int8Tensor::RowSum`] for that row's zero point. Their `act_quant` rows stay in the pack, as
+/// the reference scale of `acc_bias`.
+pub fn is_class_path_linear(id: TensorId) -> bool {
+    use BlockParam::*;
+    matches!(
+        id,
+        TensorId::TokenBlock(_, QWeight | ProjWeight | Fc1Weight | Fc2Weight)
+            | TensorId::HeadWeight
+    )
+}
 
 /// A block of an int8 pack that mixed precision kept in f16: its linear weights are f16 and it
 /// holds exactly an f16 pack's tensors for that block (LayerScale and biases separate, nothing
@@ -69,6 +88,10 @@ pub enum Int8Tensor {
     /// (`real = input_scale · weight_scale[o] · acc_bias[o]`), with the input's zero point folded
     /// in (`- zero_point · Σ_j weight[o, j]`).
     AccBias(TensorId),
+    /// `<layer>.row_sum`, i32 `[out]`: `Σ_j weight[o, j]` of the int8 weight `id`, for the
+    /// zero point of an input quantized at run time (class-path layers of a pack whose
+    /// [`META_CLASS_PATH`] is `dynamic`).
+    RowSum(TensorId),
     /// `blocks.{i}.act_quant` (or `blocks_token_only.{i}.act_quant` when `token_only`), f32
     /// `[act::ROWS, 2]`: `(scale, zero_point)` of each activation, rows as in [`act`].
     BlockActQuant {
@@ -97,6 +120,7 @@ impl fmt::Display for Int8Tensor {
         match self {
             Int8Tensor::WeightScale(id) => layer(f, id, "weight_scale"),
             Int8Tensor::AccBias(id) => layer(f, id, "acc_bias"),
+            Int8Tensor::RowSum(id) => layer(f, id, "row_sum"),
             Int8Tensor::BlockActQuant {
                 token_only: false,
                 index,
@@ -180,6 +204,10 @@ mod tests {
                 "blocks_token_only.0.act_quant",
             ),
             (Int8Tensor::NormSmooth, "norm.smooth"),
+            (
+                Int8Tensor::RowSum(TensorId::TokenBlock(0, BlockParam::Fc1Weight)),
+                "blocks_token_only.0.mlp.fc1.row_sum",
+            ),
         ];
         for (t, want) in cases {
             assert_eq!(t.to_string(), want);

@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p cait-quant --example int8_family -- [--img 64] [--calib 128] [--test 64] \
 //!     [--member NAME]... [--method minmax|percentile|mse] [--smoothing off|ALPHA] [--json] \
-//!     [--min-sqnr DB] [--write DIR]
+//!     [--min-sqnr DB] [--class-path static|dynamic] [--write DIR]
 //! ```
 //! For each member: `quantize_int8` with every choice automatic (or as given) on `--calib`
 //! images of the calibration stream, then the int8 pack and the f32 pack on `--test` images of a
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cait_quant::data::Dataset;
-use cait_quant::quantize::{self, CalibMethod, Int8Options, Silent, Smoothing};
+use cait_quant::quantize::{self, CalibMethod, ClassPath, Int8Options, Silent, Smoothing};
 use cait_quant::{ImportOptions, load_checkpoint, npy, write_pack_f32};
 use cait_tests::family::{self, Member};
 use cait_tests::logits::{compare, run_pack};
@@ -29,6 +29,7 @@ struct Args {
     method: Option<CalibMethod>,
     smoothing: Option<Smoothing>,
     min_sqnr: Option<f64>,
+    class_path: ClassPath,
     json: bool,
     write: Option<PathBuf>,
 }
@@ -42,6 +43,7 @@ fn parse() -> Result<Args, String> {
         method: None,
         smoothing: None,
         min_sqnr: None,
+        class_path: ClassPath::default(),
         json: false,
         write: None,
     };
@@ -55,6 +57,13 @@ fn parse() -> Result<Args, String> {
             "--test" => a.test = number(value()?)?,
             "--member" => a.members.push(value()?),
             "--json" => a.json = true,
+            "--class-path" => {
+                a.class_path = match value()?.as_str() {
+                    "static" => ClassPath::Static,
+                    "dynamic" => ClassPath::Dynamic,
+                    v => return Err(format!("--class-path {v}: static or dynamic")),
+                }
+            }
             "--min-sqnr" => {
                 let v = value()?;
                 a.min_sqnr = Some(v.parse().map_err(|_| format!("--min-sqnr {v}"))?);
@@ -148,6 +157,7 @@ fn main() {
             method: args.method,
             smoothing: args.smoothing,
             budget: args.min_sqnr.map(quantize::Budget::MinSqnr),
+            class_path: args.class_path,
             ..Int8Options::default()
         };
         let t = Instant::now();

@@ -38,6 +38,14 @@ enum AttnArg {
     F32,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClassPathArg {
+    /// Each row quantized at run time over its own range.
+    Dynamic,
+    /// The calibrated scales, as every other activation.
+    Static,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The timm checkpoint: model.safetensors, a .pth (incl. the original {"model": {"module.…"}}
@@ -89,6 +97,11 @@ pub struct Args {
     /// int8: attention·v in int8 or f32.
     #[arg(long, value_enum, default_value_t = AttnArg::Auto)]
     av: AttnArg,
+    /// int8: how the class-token path's inputs are quantized (class-attention q, proj, fc1, fc2
+    /// and the head: one row per image, under 1% of the MACs). `dynamic` quantizes each row at
+    /// run time over its own range, which measured better than `static` on every fixture model.
+    #[arg(long, value_enum, default_value_t = ClassPathArg::Dynamic)]
+    class_path: ClassPathArg,
     /// int8, mixed precision: keep the most sensitive blocks in f16 until top-1 accuracy is at
     /// most PTS points below the float model's on the selection images (labelled data: IDX or
     /// class sub-folders). The pack records the kept blocks; the summary says whether the budget
@@ -237,6 +250,10 @@ pub fn run(args: Args) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 budget,
+                class_path: match args.class_path {
+                    ClassPathArg::Dynamic => quantize::ClassPath::Dynamic,
+                    ClassPathArg::Static => quantize::ClassPath::Static,
+                },
             };
             let calib = calib.as_ref().context("int8 needs --calib")?;
             let q =

@@ -261,7 +261,7 @@ fn bundled_mixed_pack_is_bit_exact_on_both_boards() {
             "int8",
             "--json",
             "--min-sqnr",
-            "42",
+            "44",
         ])
         .args([
             "--calib",

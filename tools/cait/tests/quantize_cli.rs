@@ -110,6 +110,9 @@ fn int8_pack_with_report_inspect_eval_and_classify() {
     assert_eq!(meta["quant.smoothing"], "alpha=0.5");
     assert_eq!(meta["quant.qk"], "f32");
     assert_eq!(meta["quant.av"], "int8");
+    // The class-token path is quantized at run time unless asked otherwise.
+    assert_eq!(meta["quant.class_path"], "dynamic");
+    assert_eq!(v["quantization"]["class_path"], "dynamic");
     assert_eq!(v["workspace_bytes"], 3076);
     let text = String::from_utf8_lossy(&ok(&["inspect", p(&pack)]).stdout).into_owned();
     assert!(text.contains("quant.measured.smoothing"), "{text}");

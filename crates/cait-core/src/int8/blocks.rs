@@ -41,7 +41,8 @@ impl<'a> Stem<'a> {
         let [input] = r.act_quant::<1>(Int8Tensor::PatchEmbedActQuant)?;
         let head = if cfg.num_classes > 0 {
             let [q] = r.act_quant::<1>(Int8Tensor::HeadActQuant)?;
-            Some((r.linear(TensorId::HeadWeight)?, q))
+            let head = r.class_path_linear(TensorId::HeadWeight, modes.class_dynamic)?;
+            Some((head, q))
         } else {
             None
         };
@@ -143,6 +144,12 @@ impl<'a> Stem<'a> {
             features.copy_from_slice(normed);
         }
         match &self.head {
+            Some((head, q)) if self.modes.class_dynamic => {
+                let row = ActQuant::of_row(pooled);
+                row.quantize_slice(pooled, quantized);
+                probe.i8(Site::Head, Point::Input, d, quantized, row);
+                head.forward_row(quantized, &row, q, logits);
+            }
             Some((head, q)) => {
                 q.quantize_slice(pooled, quantized);
                 probe.i8(Site::Head, Point::Input, d, quantized, *q);
@@ -236,6 +243,35 @@ fn queries(
     } else {
         let tq = &mut tile_q[..len];
         q.forward(x, input.scale, &mut |t, o, y| tq[t * d + o] = y);
+        probe.f32(site, Point::Q, d, tq);
+    }
+}
+
+/// [`queries`] for the class token's row `x`, quantized at run time by `row` (`reference`: the
+/// calibrated norm1 quantization, the unit of `q`'s `acc_bias`); `buf`: `D` f32 of scratch.
+#[allow(clippy::too_many_arguments)]
+fn class_query(
+    q: &QLinear<'_>,
+    x: &[i8],
+    row: &ActQuant,
+    reference: &ActQuant,
+    acts: &BlockActs,
+    modes: Modes,
+    tile_q: &mut [f32],
+    buf: &mut [f32],
+    site: Site,
+    probe: &mut MaybeProbe<'_>,
+) {
+    let d = x.len();
+    if modes.qk_int8 {
+        let qq = acts[act::Q];
+        q.forward_row(x, row, reference, buf);
+        let tq = &mut bytemuck::cast_slice_mut::<f32, i8>(tile_q)[..d];
+        qq.quantize_slice(buf, tq);
+        probe.i8(site, Point::Q, d, tq, qq);
+    } else {
+        let tq = &mut tile_q[..d];
+        q.forward_row(x, row, reference, tq);
         probe.f32(site, Point::Q, d, tq);
     }
 }
@@ -474,10 +510,16 @@ pub(crate) struct ClassAttentionBlock<'a> {
 }
 
 impl<'a> ClassAttentionBlock<'a> {
-    pub(crate) fn resolve(r: &Int8Resolver<'_, '_, 'a>, i: u32) -> Result<Self, Error> {
+    /// Block `i`; the class-path layers with their row sums when `dynamic`.
+    pub(crate) fn resolve(
+        r: &Int8Resolver<'_, '_, 'a>,
+        i: u32,
+        dynamic: bool,
+    ) -> Result<Self, Error> {
         use BlockParam::*;
         let id = |p| TensorId::TokenBlock(i, p);
         let f = |p| r.r.f32(id(p));
+        let class_path = |p| r.class_path_linear(id(p), dynamic);
         Ok(ClassAttentionBlock {
             norm1: LayerNorm {
                 weight: f(Norm1Weight)?,
@@ -487,12 +529,12 @@ impl<'a> ClassAttentionBlock<'a> {
                 weight: f(Norm2Weight)?,
                 bias: f(Norm2Bias)?,
             },
-            q: r.linear(id(QWeight))?,
+            q: class_path(QWeight)?,
             k: r.linear(id(KWeight))?,
             v: r.linear(id(VWeight))?,
-            proj: r.linear(id(ProjWeight))?,
-            fc1: r.linear(id(Fc1Weight))?,
-            fc2: r.linear(id(Fc2Weight))?,
+            proj: class_path(ProjWeight)?,
+            fc1: class_path(Fc1Weight)?,
+            fc2: class_path(Fc2Weight)?,
             acts: r.act_quant(Int8Tensor::BlockActQuant {
                 token_only: true,
                 index: i,
@@ -541,8 +583,19 @@ impl<'a> ClassAttentionBlock<'a> {
                 });
             }
             let normed = &mut a.tile_in[..d];
-            self.norm1.apply_quantized(cls, &n1, normed);
-            queries(&self.q, normed, &n1, acts, modes, a.tile_q, d, site, probe);
+            if modes.class_dynamic {
+                // The output row is free until the attention: the class token's norm1, in f32.
+                self.norm1.apply(cls, a.row);
+                let row = ActQuant::of_row(a.row);
+                row.quantize_slice(a.row, normed);
+                let (q, tile_q) = (&self.q, &mut *a.tile_q);
+                class_query(
+                    q, normed, &row, &n1, acts, modes, tile_q, a.row, site, probe,
+                );
+            } else {
+                self.norm1.apply_quantized(cls, &n1, normed);
+                queries(&self.q, normed, &n1, acts, modes, a.tile_q, d, site, probe);
+            }
             let kv = KeysValues {
                 keys,
                 values,
@@ -567,15 +620,43 @@ impl<'a> ClassAttentionBlock<'a> {
             report_attention(probe, site, tokens, row.weights, row.probs, av);
             let out_q = acts[act::ATTENTION_OUT];
             let out = &mut a.tile_out[..d];
-            out_q.quantize_slice(a.row, out);
-            probe.i8(site, Point::AttentionOut, d, out, out_q);
-            self.proj
-                .forward(out, out_q.scale, &mut |_, o, y| cls[o] += y);
+            if modes.class_dynamic {
+                let row = ActQuant::of_row(a.row);
+                row.quantize_slice(a.row, out);
+                probe.i8(site, Point::AttentionOut, d, out, row);
+                // The attention output row is quantized: it takes proj's output.
+                self.proj.forward_row(out, &row, &out_q, a.row);
+                for (c, &y) in cls.iter_mut().zip(a.row.iter()) {
+                    *c += y;
+                }
+            } else {
+                out_q.quantize_slice(a.row, out);
+                probe.i8(site, Point::AttentionOut, d, out, out_q);
+                self.proj
+                    .forward(out, out_q.scale, &mut |_, o, y| cls[o] += y);
+            }
         }
-        let hidden = dims.hidden_token;
+        if modes.class_dynamic {
+            self.mlp_dynamic(cls, scratch, dims, site, probe);
+        } else {
+            self.mlp(cls, scratch, dims, site, probe);
+        }
+        probe.f32(site, Point::Output, d, cls);
+    }
+
+    /// `cls += Mlp(norm2(cls))` on the calibrated quantizations.
+    fn mlp(
+        &self,
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, hidden) = (dims.d, dims.hidden_token);
         let (normed, rest) = take::<i8>(scratch, d);
         let (hid, _) = take::<i8>(rest, hidden);
-        let (n2, hq) = (acts[act::NORM2], acts[act::HIDDEN]);
+        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
         self.norm2.apply_quantized(cls, &n2, normed);
         probe.i8(site, Point::Norm2, d, normed, n2);
         self.fc1.forward(normed, n2.scale, &mut |_, o, y| {
@@ -583,7 +664,40 @@ impl<'a> ClassAttentionBlock<'a> {
         });
         probe.i8(site, Point::Hidden, hidden, hid, hq);
         self.fc2.forward(hid, hq.scale, &mut |_, o, y| cls[o] += y);
-        probe.f32(site, Point::Output, d, cls);
+    }
+
+    /// [`mlp`](Self::mlp) with the norm2 and GELU rows quantized at run time, over f32 copies
+    /// of the two rows (the CA MLP row of `crate::workspace`'s int8 table).
+    fn mlp_dynamic(
+        &self,
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, hidden) = (dims.d, dims.hidden_token);
+        let (normed, rest) = take::<i8>(scratch, d);
+        let (hid, rest) = take::<i8>(rest, hidden);
+        let (normed_f, rest) = take::<f32>(rest, d);
+        let (hid_f, _) = take::<f32>(rest, hidden);
+        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
+        self.norm2.apply(cls, normed_f);
+        let row = ActQuant::of_row(normed_f);
+        row.quantize_slice(normed_f, normed);
+        probe.i8(site, Point::Norm2, d, normed, row);
+        self.fc1.forward_row(normed, &row, &n2, hid_f);
+        for h in hid_f.iter_mut() {
+            *h = gelu_rational(*h);
+        }
+        let row = ActQuant::of_row(hid_f);
+        row.quantize_slice(hid_f, hid);
+        probe.i8(site, Point::Hidden, hidden, hid, row);
+        // The norm2 row is quantized: it takes fc2's output.
+        self.fc2.forward_row(hid, &row, &hq, normed_f);
+        for (c, &y) in cls.iter_mut().zip(normed_f.iter()) {
+            *c += y;
+        }
     }
 }
 
@@ -593,7 +707,9 @@ pub(crate) fn check_block(
     r: &Int8Resolver<'_, '_, '_>,
     token_only: bool,
     index: u32,
+    modes: Modes,
 ) -> Result<(), Error> {
+    let dynamic = modes.class_dynamic;
     let f16 = cait_pack::int8::is_f16_block(r.r.pack, token_only, index);
     if f16 && !cfg!(feature = "float") {
         return Err(Error::NotBuiltIn {
@@ -603,7 +719,7 @@ pub(crate) fn check_block(
     }
     match (token_only, f16) {
         (false, false) => SelfAttentionBlock::resolve(r, index).map(drop),
-        (true, false) => ClassAttentionBlock::resolve(r, index).map(drop),
+        (true, false) => ClassAttentionBlock::resolve(r, index, dynamic).map(drop),
         (false, true) => crate::blocks::SelfAttentionBlock::resolve(r.r, index).map(drop),
         (true, true) => crate::blocks::ClassAttentionBlock::resolve(r.r, index).map(drop),
     }
@@ -661,8 +777,8 @@ pub(crate) fn forward(
             let scratch = float_scratch(scratch);
             block.forward(tokens, cls, scratch, dims, b, sink, &mut probe);
         } else {
-            let block = ClassAttentionBlock::resolve(r, i)?;
             let modes = stem.modes;
+            let block = ClassAttentionBlock::resolve(r, i, modes.class_dynamic)?;
             block.forward(tokens, cls, scratch, dims, modes, b, sink, &mut probe);
         }
     }

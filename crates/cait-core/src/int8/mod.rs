@@ -3,7 +3,10 @@
 //! What is int8 and what stays f32 (every choice is recorded in the pack by the quantizer):
 //! - **int8, `i32` accumulation**: every linear layer (patch embedding, q/k/v, proj, fc1, fc2, head)
 //!   with per-output-channel symmetric weights and a static per-tensor input scale and zero point;
-//!   q·kᵀ and attention·v when the pack's `quant.qk` / `quant.av` say `int8`.
+//!   q·kᵀ and attention·v when the pack's `quant.qk` / `quant.av` say `int8`. The class-token
+//!   path's layers (class-attention q, proj, fc1, fc2; the head) take one row per image: when the
+//!   pack's `quant.class_path` is `dynamic` that row is quantized at run time over its own range
+//!   (`ActQuant::of_row`, `QLinear::forward_row`), the calibrated row staying the unit of the bias.
 //! - **int8 storage**: the keys and values of the attention (the largest activations after the
 //!   residual stream), whatever the q·kᵀ / attention·v modes.
 //! - **f32**: the residual stream, LayerNorm, softmax, GELU (on a rational `erf`, see
@@ -40,6 +43,9 @@ pub(crate) struct Modes {
     pub(crate) qk_int8: bool,
     /// attention·v on int8 weights and values (else f32 weights against the dequantized values).
     pub(crate) av_int8: bool,
+    /// The class-token path's input rows quantized at run time (`quant.class_path`, see
+    /// [`cait_pack::int8::is_class_path_linear`]).
+    pub(crate) class_dynamic: bool,
 }
 
 impl Modes {
@@ -49,9 +55,19 @@ impl Modes {
             Some("f32") => Ok(false),
             _ => Err(Error::BadMetadata { key }),
         };
+        let class_dynamic = match pack.metadata().get(names::META_CLASS_PATH) {
+            None | Some("static") => false,
+            Some("dynamic") => true,
+            Some(_) => {
+                return Err(Error::BadMetadata {
+                    key: names::META_CLASS_PATH,
+                });
+            }
+        };
         Ok(Modes {
             qk_int8: mode(names::META_QK)?,
             av_int8: mode(names::META_AV)?,
+            class_dynamic,
         })
     }
 }
@@ -65,6 +81,8 @@ pub(crate) struct QLinear<'a> {
     weight_scale: &'a [f32],
     /// `[out]` in accumulator units, input zero point folded in.
     bias: &'a [i32],
+    /// `[out]`: `Σ_j weight[o, j]`, for an input quantized at run time; empty otherwise.
+    row_sum: &'a [i32],
     in_features: usize,
 }
 
@@ -76,6 +94,7 @@ impl<'a> QLinear<'a> {
             weight: &self.weight[start * k..(start + len) * k],
             weight_scale: &self.weight_scale[start..start + len],
             bias: &self.bias[start..start + len],
+            row_sum: self.row_sum.get(start..start + len).unwrap_or_default(),
             in_features: k,
         }
     }
@@ -94,6 +113,35 @@ impl<'a> QLinear<'a> {
         k8::linear(x, self.weight, self.in_features, &mut |t, o, acc| {
             let y = acc.saturating_add(bias[o]) as f32 * (input_scale * scale[o]);
             emit(t, o, y)
+        });
+    }
+
+    /// One row `x` quantized at run time by `row`, against the layer's `acc_bias` in units of
+    /// `reference` (its calibrated input quantization): `out[o] = weight_scale[o] ·
+    /// (row.scale · (acc - row.zero_point · row_sum[o]) + reference.scale · (acc_bias[o] +
+    /// reference.zero_point · row_sum[o]))`, the integer parts saturating. A layer resolved without
+    /// row sums (see [`Int8Resolver::linear_with_row_sums`]) writes nothing. One instance of the
+    /// kernel for every call site (a slice, not a closure: the class path is < 1% of the MACs).
+    #[inline(never)]
+    pub(crate) fn forward_row(
+        &self,
+        x: &[i8],
+        row: &ActQuant,
+        reference: &ActQuant,
+        out: &mut [f32],
+    ) {
+        let (scale, bias, sums) = (self.weight_scale, self.bias, self.row_sum);
+        if sums.len() != bias.len() {
+            return;
+        }
+        let x = x.get(..self.in_features).unwrap_or_default();
+        k8::linear(x, self.weight, self.in_features, &mut |_, o, acc| {
+            let sum = sums[o];
+            let acc = acc.saturating_sub(row.zero_point.saturating_mul(sum));
+            let b = bias[o].saturating_add(reference.zero_point.saturating_mul(sum));
+            if let Some(y) = out.get_mut(o) {
+                *y = (acc as f32 * row.scale + b as f32 * reference.scale) * scale[o];
+            }
         });
     }
 }
@@ -170,8 +218,31 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
             weight: w,
             weight_scale,
             bias,
+            row_sum: &[],
             in_features,
         })
+    }
+
+    /// [`linear`](Self::linear) with its `row_sum`, for an input quantized at run time.
+    pub(crate) fn linear_with_row_sums(&self, weight: TensorId) -> Result<QLinear<'a>, Error> {
+        let layer = self.linear(weight)?;
+        let out = layer.bias.len() as u32;
+        let row_sum = self.shaped(Int8Tensor::RowSum(weight), &[out])?.as_i32()?;
+        Ok(QLinear { row_sum, ..layer })
+    }
+
+    /// [`linear_with_row_sums`](Self::linear_with_row_sums) when `dynamic`, else
+    /// [`linear`](Self::linear).
+    pub(crate) fn class_path_linear(
+        &self,
+        weight: TensorId,
+        dynamic: bool,
+    ) -> Result<QLinear<'a>, Error> {
+        if dynamic {
+            self.linear_with_row_sums(weight)
+        } else {
+            self.linear(weight)
+        }
     }
 
     /// `norm.smooth` `[2, D]`: per-channel scale and shift.

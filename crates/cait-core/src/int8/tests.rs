@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::vec;
 use std::vec::Vec;
 
-use cait_pack::int8::{Int8Tensor, META_AV, META_QK, act};
+use cait_pack::int8::{Int8Tensor, META_AV, META_CLASS_PATH, META_QK, act};
 use cait_pack::{
     BlockParam, GlobalPool, ModelConfig, Pack, PackWriter, Precision, Quant, TensorId,
 };
 
+use super::QLinear;
+use crate::kernels::int8::ActQuant;
 use crate::probe::{Point, Probe, Site, Tap, Values};
 use crate::tests::{
     AlignedBytes, Rng, Run, Weights, config, pack_bytes, preprocess, random_weights, run, workspace,
@@ -333,34 +335,139 @@ fn int8_engine_tracks_the_f32_engine() {
             ("f32", "f32", Some(smooth)),
         ] {
             let bytes = int8_pack(&cfg, &w, &calib, qk, av, smooth);
-            let got = run_pack(&bytes, test);
-            let what = format!("{cfg:?} qk={qk} av={av}");
-            let c = cosine(&got.features, &want.features);
-            assert!(c > 0.998, "{what}: features cosine {c}");
-            let c = cosine(&got.logits, &want.logits);
-            assert!(c > 0.98, "{what}: logits cosine {c}");
-            assert_eq!(got.attention.0.len(), want.attention.0.len());
-            for (a, b) in got.attention.0.iter().zip(&want.attention.0) {
-                assert_eq!((a.0, a.1), (b.0, b.1));
-                // Total variation between the softmax rows (half the L1 distance): these random
-                // models' attention is very peaked (q/k weights at twice unit gain), so int8 inputs
-                // move up to 0.13 of the mass (measured); a wrong row or head moves most of it.
-                let tv =
-                    a.2.iter()
-                        .zip(&b.2)
-                        .map(|(x, y)| (x - y).abs())
-                        .sum::<f32>()
-                        / 2.0;
-                assert!(
-                    tv < 0.3,
-                    "{what}: class attention {}/{} moved {tv}",
-                    a.0,
-                    a.1
-                );
-                let sum: f32 = a.2.iter().sum();
-                assert!((sum - 1.0).abs() < 1e-5, "{what}: row sums to {sum}");
+            for (class_path, bytes) in [("static", &bytes), ("dynamic", &dynamic(&cfg, &bytes))] {
+                let got = run_pack(bytes, test);
+                let what = format!("{cfg:?} qk={qk} av={av} class path {class_path}");
+                let c = cosine(&got.features, &want.features);
+                assert!(c > 0.998, "{what}: features cosine {c}");
+                let c = cosine(&got.logits, &want.logits);
+                assert!(c > 0.98, "{what}: logits cosine {c}");
+                assert_eq!(got.attention.0.len(), want.attention.0.len());
+                for (a, b) in got.attention.0.iter().zip(&want.attention.0) {
+                    assert_eq!((a.0, a.1), (b.0, b.1));
+                    // Total variation between the softmax rows (half the L1 distance): these random
+                    // models' attention is very peaked (q/k weights at twice unit gain), so int8 inputs
+                    // move up to 0.13 of the mass (measured); a wrong row or head moves most of it.
+                    let tv =
+                        a.2.iter()
+                            .zip(&b.2)
+                            .map(|(x, y)| (x - y).abs())
+                            .sum::<f32>()
+                            / 2.0;
+                    assert!(
+                        tv < 0.3,
+                        "{what}: class attention {}/{} moved {tv}",
+                        a.0,
+                        a.1
+                    );
+                    let sum: f32 = a.2.iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-5, "{what}: row sums to {sum}");
+                }
             }
         }
+    }
+}
+
+/// `bytes` with its class-token path quantized at run time: `quant.class_path` `dynamic` and a
+/// `row_sum` beside each class-path layer (as cait-quant writes them).
+fn dynamic(cfg: &ModelConfig, bytes: &AlignedBytes) -> AlignedBytes {
+    let meta = [(META_CLASS_PATH, "dynamic")];
+    rewrite_with(
+        cfg,
+        bytes,
+        |_, _, _| true,
+        &meta,
+        |name, data, dims| {
+            let id = cfg
+                .tensors()
+                .map(|t| t.id)
+                .find(|id| id.to_string() == name)?;
+            if !cait_pack::int8::is_class_path_linear(id) {
+                return None;
+            }
+            let k = data.len() / dims[0] as usize;
+            let sums = data
+                .chunks_exact(k)
+                .map(|row| row.iter().map(|&v| i32::from(v as i8)).sum())
+                .collect();
+            Some((Int8Tensor::RowSum(id).to_string(), sums))
+        },
+    )
+}
+
+/// A class-path row: `forward_row` is the documented formula, bit for bit, with the integer
+/// parts exact, and agrees with the static forward when the row's quantization is the reference.
+#[test]
+fn forward_row_is_the_documented_formula() {
+    let mut rng = Rng::new(77);
+    for (out, k) in [(1, 1), (3, 5), (7, 33), (16, 64)] {
+        let weight: Vec<i8> = (0..out * k)
+            .map(|_| (rng.uniform() * 254.0 - 127.0) as i8)
+            .collect();
+        let weight_scale: Vec<f32> = (0..out).map(|_| 0.001 + 0.01 * rng.uniform()).collect();
+        let bias: Vec<i32> = (0..out)
+            .map(|_| (rng.uniform() * 2000.0 - 1000.0) as i32)
+            .collect();
+        let row_sum: Vec<i32> = weight
+            .chunks_exact(k)
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect();
+        let layer = QLinear {
+            weight: &weight,
+            weight_scale: &weight_scale,
+            bias: &bias,
+            row_sum: &row_sum,
+            in_features: k,
+        };
+        let xf: Vec<f32> = (0..k).map(|_| rng.uniform() * 3.0 - 0.5).collect();
+        let row = ActQuant::of_row(&xf);
+        let mut x = vec![0i8; k];
+        row.quantize_slice(&xf, &mut x);
+        let reference = ActQuant::new(0.02, -7.0).unwrap();
+        let mut got = vec![f32::NAN; out];
+        layer.forward_row(&x, &row, &reference, &mut got);
+        for o in 0..out {
+            let w = &weight[o * k..(o + 1) * k];
+            let acc: i32 = w
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                .sum();
+            let centred = acc - row.zero_point * row_sum[o];
+            let b = bias[o] + reference.zero_point * row_sum[o];
+            let want = (centred as f32 * row.scale + b as f32 * reference.scale) * weight_scale[o];
+            assert_eq!(got[o].to_bits(), want.to_bits(), "out {o} of {out}x{k}");
+        }
+        // With the reference's own quantization and zero bias the two paths agree to rounding.
+        let zero = vec![0; out];
+        let layer = QLinear {
+            bias: &zero,
+            ..layer
+        };
+        let mut static_ = vec![0.0; out];
+        let mut xr = vec![0i8; k];
+        reference.quantize_slice(&xf, &mut xr);
+        let folded: Vec<i32> = row_sum.iter().map(|&s| -reference.zero_point * s).collect();
+        let folded_layer = QLinear {
+            bias: &folded,
+            ..layer
+        };
+        folded_layer.forward(&xr, reference.scale, &mut |_, o, y| static_[o] = y);
+        layer.forward_row(&xr, &reference, &ActQuant::UNIT, &mut got);
+        for o in 0..out {
+            assert!(
+                (got[o] - static_[o]).abs() <= 1e-5 * (1.0 + static_[o].abs()),
+                "{o}"
+            );
+        }
+        // Without row sums nothing is emitted (a layer resolved for the static path).
+        let bare = QLinear {
+            row_sum: &[],
+            ..layer
+        };
+        let mut untouched = vec![f32::NAN; out];
+        bare.forward_row(&x, &row, &reference, &mut untouched);
+        assert!(untouched.iter().all(|v| v.is_nan()));
     }
 }
 
@@ -382,7 +489,8 @@ fn both_engines_report_the_same_points() {
     let image = &images(&cfg, 42, 1)[0];
     let float = pack_bytes(&cfg, &w, Precision::F32, None);
     let int8 = int8_pack(&cfg, &w, &images(&cfg, 43, 2), "int8", "int8", None);
-    let counts: Vec<Counts> = [&float, &int8]
+    let int8_dynamic = dynamic(&cfg, &int8);
+    let counts: Vec<Counts> = [&float, &int8, &int8_dynamic]
         .iter()
         .map(|bytes| {
             let pack = Pack::parse(bytes.bytes()).unwrap();
@@ -400,9 +508,12 @@ fn both_engines_report_the_same_points() {
         .collect();
     let mut a = counts[0].0.clone();
     let mut b = counts[1].0.clone();
+    let mut c = counts[2].0.clone();
     a.sort();
     b.sort();
+    c.sort();
     assert_eq!(a, b);
+    assert_eq!(a, c);
     // 15 patches, 16 tokens: 2 SA blocks × 9 points + 2 CA blocks × 9 + patch embed 2 + head 2.
     assert_eq!(a.len(), 2 * 9 + 2 * 9 + 2 + 2);
     let k = a
@@ -492,6 +603,17 @@ fn rewrite(
     edit: impl Fn(&str, &mut Vec<u8>, &mut Quant) -> bool,
     meta: &[(&str, &str)],
 ) -> AlignedBytes {
+    rewrite_with(cfg, bytes, edit, meta, |_, _, _| None)
+}
+
+/// [`rewrite`], adding after a kept tensor (name, data, dims) the i32 tensor `extra` returns.
+fn rewrite_with(
+    cfg: &ModelConfig,
+    bytes: &AlignedBytes,
+    edit: impl Fn(&str, &mut Vec<u8>, &mut Quant) -> bool,
+    meta: &[(&str, &str)],
+    extra: impl Fn(&str, &[u8], &[u32]) -> Option<(String, Vec<i32>)>,
+) -> AlignedBytes {
     let pack = Pack::parse(bytes.bytes()).unwrap();
     let mut writer = PackWriter::new(*cfg, Precision::Int8, preprocess(cfg));
     for (k, v) in pack.metadata().iter() {
@@ -534,6 +656,10 @@ fn rewrite(
         }
         .unwrap();
         index.insert(t.name, i);
+        if let Some((name, values)) = extra(t.name, &data, dims) {
+            let len = values.len() as u32;
+            writer.add_i32(&name, &[len], &values, Quant::None).unwrap();
+        }
     }
     AlignedBytes::new(&writer.finish().unwrap())
 }
@@ -580,10 +706,21 @@ fn int8_pack_errors_name_what_is_wrong() {
         })
     );
 
-    for (key, value) in [(META_QK, ""), (META_AV, "int4")] {
+    for (key, value) in [
+        (META_QK, ""),
+        (META_AV, "int4"),
+        (META_CLASS_PATH, "sometimes"),
+    ] {
         let bad = rewrite(&cfg, &bytes, |_, _, _| true, &[(key, value)]);
         assert_eq!(build(&bad), Some(Error::BadMetadata { key }));
     }
+    // A dynamic class path needs each class-path layer's row sums.
+    let dynamic = dynamic(&cfg, &bytes);
+    assert_eq!(build(&dynamic), None);
+    let sums = Int8Tensor::RowSum(TensorId::HeadWeight);
+    let sums_name = sums.to_string();
+    let gone = rewrite(&cfg, &dynamic, |n, _, _| n != sums_name, &[]);
+    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(sums)));
 
     let fc1 = TensorId::Block(0, BlockParam::Fc1Weight).to_string();
     let per_tensor = rewrite(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use cait_core::{Point, Site, Tap};
-use cait_pack::int8::{Int8Tensor, META_AV, META_QK, act};
+use cait_pack::int8::{Int8Tensor, META_AV, META_CLASS_PATH, META_QK, act};
 use cait_pack::{BlockParam, ModelConfig, Precision, Quant, TensorId};
 
 use super::QuantError;
@@ -28,6 +28,7 @@ pub(crate) struct Plan<'a> {
     pub(crate) acts: &'a HashMap<Tap, ActParams>,
     pub(crate) qk_int8: bool,
     pub(crate) av_int8: bool,
+    pub(crate) class_path: super::ClassPath,
     /// Blocks kept in f16 (mixed precision), as `Site::Block` / `Site::TokenBlock`.
     pub(crate) f16_blocks: &'a [Site],
 }
@@ -156,6 +157,7 @@ pub(crate) fn build(
     }
     w.metadata(META_QK, if plan.qk_int8 { "int8" } else { "f32" });
     w.metadata(META_AV, if plan.av_int8 { "int8" } else { "f32" });
+    w.metadata(META_CLASS_PATH, plan.class_path.as_str());
     let mut energies = Vec::new();
     let smooth_of = |tap: Tap| plan.smooth.get(&tap);
     let act_of = |tap: Tap| -> Result<ActParams, QuantError> {
@@ -265,6 +267,21 @@ pub(crate) fn build(
                     Quant::None,
                 )
                 .map_err(pack)?;
+                if plan.class_path == super::ClassPath::Dynamic
+                    && cait_pack::int8::is_class_path_linear(id)
+                {
+                    let sums: Vec<i32> = q
+                        .chunks_exact(k)
+                        .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+                        .collect();
+                    w.add_i32(
+                        &Int8Tensor::RowSum(id).to_string(),
+                        &[out as u32],
+                        &sums,
+                        Quant::None,
+                    )
+                    .map_err(pack)?;
+                }
             }
             // Linear biases live in `acc_bias`.
             TensorId::PatchEmbedBias | TensorId::HeadBias => {}

@@ -166,6 +166,31 @@ impl ActQuant {
         (round_even(v) as i32 + self.zero_point) as i8
     }
 
+    /// The quantization a row quantized at run time gets (the class-token path of a pack whose
+    /// `quant.class_path` is `dynamic`): asymmetric over `[min(0, lo), max(0, hi)]` of the finite
+    /// values in 255 steps, zero point mapping the low end to −128, so zero is exact. A row with
+    /// no range (all zeros), or one whose range overflows, gets [`UNIT`](Self::UNIT).
+    pub(crate) fn of_row(x: &[f32]) -> ActQuant {
+        let (mut lo, mut hi) = (0.0f32, 0.0f32);
+        for &v in x {
+            // Plain comparisons (see `clamp`); NaN passes neither.
+            if v < lo {
+                lo = v;
+            }
+            if v > hi {
+                hi = v;
+            }
+        }
+        let scale = (hi - lo) / 255.0;
+        if scale <= 0.0 {
+            return ActQuant::UNIT;
+        }
+        // `hi - lo` is never NaN (lo ≤ 0 ≤ hi). `lo / scale` is in [-255, 0], or not finite when
+        // the range overflowed, which `new` refuses.
+        let zero_point = clamp(-128.0 - round_even(lo / scale), -128.0, 127.0);
+        ActQuant::new(scale, zero_point).unwrap_or(ActQuant::UNIT)
+    }
+
     /// [`quantize`](Self::quantize) every element.
     #[inline]
     pub(crate) fn quantize_slice(&self, x: &[f32], out: &mut [i8]) {
@@ -282,7 +307,42 @@ mod tests {
         assert!(ActQuant::new(1.0, 0.5).is_none());
     }
 
+    #[test]
+    fn row_quantization_covers_the_row_and_zero() {
+        let x = [-1.0f32, 0.5, 3.0, 2.0];
+        let q = ActQuant::of_row(&x);
+        assert_eq!(q.scale, 4.0 / 255.0);
+        // -1 / (4/255) = -63.75 → -64: zero point -128 + 64.
+        assert_eq!(q.zero_point, -64);
+        assert_eq!(q.quantize(0.0), -64);
+        assert_eq!(q.quantize(-1.0), -128);
+        assert_eq!(q.quantize(3.0), 127);
+        // All non-negative: zero is the low end.
+        let q = ActQuant::of_row(&[0.25, 1.0]);
+        assert_eq!(
+            (q.zero_point, q.quantize(0.0), q.quantize(1.0)),
+            (-128, -128, 127)
+        );
+        // No range, or one that overflows: the unit quantization, no panic.
+        assert_eq!(ActQuant::of_row(&[0.0; 3]), ActQuant::UNIT);
+        assert_eq!(ActQuant::of_row(&[]), ActQuant::UNIT);
+        assert_eq!(ActQuant::of_row(&[f32::MAX, -f32::MAX]), ActQuant::UNIT);
+        assert_eq!(ActQuant::of_row(&[f32::INFINITY, 1.0]), ActQuant::UNIT);
+        // NaN is skipped.
+        assert_eq!(ActQuant::of_row(&[f32::NAN, 1.0]).zero_point, -128);
+    }
+
     proptest::proptest! {
+        /// Every value of the row quantizes within half a step of itself (no clipping).
+        #[test]
+        fn row_quantization_does_not_clip(x in proptest::collection::vec(-1e3f32..1e3, 1..40)) {
+            let q = ActQuant::of_row(&x);
+            for &v in &x {
+                let back = q.scale * (q.quantize(v) as i32 - q.zero_point) as f32;
+                proptest::prop_assert!((back - v).abs() <= q.scale * 0.5 * 1.001 + 1e-6, "{v} -> {back}");
+            }
+        }
+
         #[test]
         fn quantize_matches_f64_rounding(x in -300f32..300.0, scale in 0.01f32..4.0, zp in -128i32..128) {
             let q = ActQuant::new(scale, zp as f32).unwrap();

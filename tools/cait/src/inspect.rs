@@ -7,6 +7,7 @@ use cait_pack::{ModelConfig, Pack, Precision};
 use serde_json::{Value, json};
 
 use crate::model::{Origin, PreprocessArgs, load_path, parse_pool};
+use crate::output::group;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -288,27 +289,4 @@ fn short_floats(values: &[f32]) -> Vec<Value> {
                 .map_or(Value::Null, Value::from)
         })
         .collect()
-}
-
-/// 11956264 → "11,956,264".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(super::group(11_956_264), "11,956,264");
-        assert_eq!(super::group(999), "999");
-        assert_eq!(super::group(1000), "1,000");
-    }
 }

@@ -1,4 +1,4 @@
-//! Output paths, checked before the work that fills them.
+//! Output: paths checked before the work that fills them, and numbers as the tool prints them.
 
 use std::path::Path;
 
@@ -22,4 +22,28 @@ pub fn check_file(path: &Path, flag: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `11956264` → `11,956,264`, as the tool prints counts and bytes.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(super::group(11_956_264), "11,956,264");
+        assert_eq!(super::group(999), "999");
+        assert_eq!(super::group(1000), "1,000");
+        assert_eq!(super::group(12), "12");
+    }
 }

@@ -17,6 +17,7 @@ use cait_pack::{ModelConfig, Pack, PackError};
 use serde_json::json;
 
 use crate::firmware_build::{firmware_cargo, firmware_elf};
+use crate::output::group;
 
 /// Arguments of `cait qemu`.
 #[derive(clap::Args)]
@@ -575,19 +576,6 @@ pub fn macs(cfg: &ModelConfig) -> u64 {
     patch + c(cfg.depth) * sa + c(cfg.depth_token_only) * ca + head
 }
 
-/// `1234567` → `1,234,567`.
-fn group(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,11 +645,5 @@ mod tests {
         // The CaiT paper gives 2.5 GFLOPs (multiply-adds) for XXS-24 at 224.
         let m = macs(&cfg) as f64 / 1e9;
         assert!((2.4..2.6).contains(&m), "{m} GMACs");
-    }
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(group(1_234_567), "1,234,567");
-        assert_eq!(group(12), "12");
     }
 }

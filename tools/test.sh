@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs: QEMU for the firmware tests, Mesa's software Vulkan (lavapipe)
-# for the burn-wgpu tests, and Fashion-MNIST for the bundled model's accuracy suite.
-APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist)
+# for the burn-wgpu tests, Fashion-MNIST for the bundled model's accuracy suite, and the Arm GCC
+# with newlib for the C example (firmware/c-example).
+APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi)
 if ((${#APT_PACKAGES[@]})); then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -27,6 +28,7 @@ rustup target add thumbv7em-none-eabihf >/dev/null
 echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
 cargo build -q -p cait-core --target thumbv7em-none-eabihf --features arm-dsp
+cargo rustc -q -p cait-capi --lib --crate-type staticlib --target thumbv7em-none-eabihf --features arm-dsp
 
 echo "== each engine alone, and none (cait-core's cargo features float and int8; firmware links only one)"
 for engine in float int8 ""; do

@@ -56,8 +56,13 @@ impl<'a> Session<'a> {
 
     /// Runs one input; `logits` has [`Model::logits_len`] values.
     pub fn run(&mut self, input: Input<'_>, logits: &mut [f32]) -> Result<(), Error> {
-        self.model
-            .forward_input(input, self.workspace, Outputs::logits(logits))
+        self.run_with(input, Outputs::logits(logits))
+    }
+
+    /// [`run`](Self::run) with optional extra outputs (features, class attention): see
+    /// [`Outputs`].
+    pub fn run_with(&mut self, input: Input<'_>, outputs: Outputs<'_>) -> Result<(), Error> {
+        self.model.forward_input(input, self.workspace, outputs)
     }
 
     /// [`run`](Self::run), then the top class and its logit (the earlier class on a tie).

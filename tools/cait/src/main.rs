@@ -6,6 +6,7 @@
 mod attention;
 mod classify;
 mod eval;
+mod export;
 mod firmware_build;
 mod input;
 mod inspect;
@@ -29,6 +30,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     cait quantize model.safetensors --precision f32 -o model.cait\n  \
     cait classify --model model.cait cat.jpg --top-k 5\n  \
     cait eval --model model.cait --data /usr/share/datasets/fashion-mnist\n  \
+    cait export model.cait --c-array -o model.h\n  \
     cait train --data /usr/share/datasets/fashion-mnist -o out/fashion-cait --epochs 12")]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +53,9 @@ enum Command {
     /// Build the Cortex-M firmware with a pack and images, run it in qemu-system-arm, report the
     /// device's logits, instructions, RAM and flash.
     Qemu(qemu::Args),
+    /// Write a pack as a C array for a C firmware (`--c-array -o model.h`), with its length,
+    /// workspace bytes and input shape as macros.
+    Export(export::Args),
     /// Train a CaiT (or fine-tune a timm checkpoint) on burn, CPU or GPU, and write a timm hub
     /// folder (model.safetensors + config.json).
     Train(Box<train::Args>),
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
         Command::Attention(args) => attention::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Qemu(args) => qemu::run(args),
+        Command::Export(args) => export::run(args),
         Command::Train(args) => train::run(*args),
     };
     match result {

@@ -89,13 +89,14 @@ fn check_probe(stdout: &str, pack: &[u8], workspace: u64) {
     assert!(lines.next().unwrap() == hex, "the array is not the pack");
 }
 
-#[test]
-fn header_holds_the_pack_aligned_with_its_sizes() {
-    let dir = tempfile::tempdir().unwrap();
+/// `cait export --c-array --name model -o DIR/model.h [extra] BUNDLED`, which must succeed.
+fn export_model(dir: &Path, extra: &[&str]) {
     let out = cait()
         .args(["export", "--c-array", "--name", "model", "-o"])
-        .arg(dir.path().join("model.h"))
+        .arg(dir.join("model.h"))
+        .args(extra)
         .arg(bundled())
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(
@@ -103,6 +104,12 @@ fn header_holds_the_pack_aligned_with_its_sizes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn header_holds_the_pack_aligned_with_its_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    export_model(dir.path(), &[]);
     let pack = std::fs::read(bundled()).unwrap();
     let stdout = compile_and_run(dir.path(), "-std=c99", &[]);
     check_probe(&stdout, &pack, inspect_workspace(&bundled()));
@@ -111,19 +118,7 @@ fn header_holds_the_pack_aligned_with_its_sizes() {
 #[test]
 fn c_source_defines_the_array_once() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cait()
-        .args(["export", "--c-array", "--name", "model", "-o"])
-        .arg(dir.path().join("model.h"))
-        .arg("--c-source")
-        .arg(dir.path().join("model.c"))
-        .arg(bundled())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export_model(dir.path(), &["--c-source", "model.c"]);
     let header = std::fs::read_to_string(dir.path().join("model.h")).unwrap();
     assert!(header.contains("extern const uint8_t model[MODEL_LEN];"));
     assert!(header.len() < 8192, "the header holds no bytes");

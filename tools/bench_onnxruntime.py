@@ -12,7 +12,7 @@ Steps, all in one run so the numbers share the machine's state:
    activations quantized at run time, MatMulInteger / DynamicQuantizeLinear);
 3. both run with intra_op_num_threads = inter_op_num_threads = 1, sequential execution, all graph
    optimisations; median of --runs timed runs after 3 warm-ups;
-4. unless --no-core, `cargo bench -p cait-core --bench forward` runs the core's f32 and int8
+4. unless --no-core, `cargo bench -p cait-core --features std --bench forward` runs the core's f32 and int8
    forward passes of the same architecture (criterion, one thread) and its medians are read from
    target/criterion (or $CARGO_TARGET_DIR/criterion);
 5. prints one JSON object with every latency (ms) and the ratios.
@@ -83,7 +83,7 @@ def core_bench(rustflags):
     env = dict(os.environ)
     if rustflags:
         env["RUSTFLAGS"] = rustflags
-    cmd = ["cargo", "bench", "-p", "cait-core", "--bench", "forward", "--",
+    cmd = ["cargo", "bench", "-p", "cait-core", "--features", "std", "--bench", "forward", "--",
            "--warm-up-time", "2", "--measurement-time", "10", "cait_xxs24_224"]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     target = Path(env.get("CARGO_TARGET_DIR", ROOT / "target"))

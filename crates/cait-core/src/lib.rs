@@ -1,8 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
-// No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel.
-#![cfg_attr(not(feature = "arm-dsp"), forbid(unsafe_code))]
-#![cfg_attr(feature = "arm-dsp", deny(unsafe_code))]
+// No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel and
+// the call into the AVX2 build of the int8 kernel on x86-64 hosts (`std`), after run-time detection.
+#![cfg_attr(
+    not(any(feature = "arm-dsp", all(feature = "std", target_arch = "x86_64"))),
+    forbid(unsafe_code)
+)]
+#![cfg_attr(
+    any(feature = "arm-dsp", all(feature = "std", target_arch = "x86_64")),
+    deny(unsafe_code)
+)]
 #![deny(missing_docs)]
 // An error value built eagerly in `ok_or(..)` costs its construction on every success: a
 // name copied into an ErrorName for each tensor lookup was 1.2% of an int8 forward pass.
@@ -51,6 +58,14 @@ pub mod int8_kernels {
     /// The plain reference: the specification every variant must equal bit for bit.
     pub fn matmul_reference(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
         crate::kernels::int8::generic::matmul(x, w, emit)
+    }
+
+    /// Which kernel [`matmul`] is on this build and machine: `"arm-dsp"` (SMLAD), `"x86-64 avx2"`
+    /// (the tiled kernel compiled for AVX2, chosen at run time on a `std` build;
+    /// `CAIT_KERNELS=portable` turns it off) or `"portable"` (the tiled kernel for the target's
+    /// baseline).
+    pub fn selected() -> &'static str {
+        crate::kernels::int8::selected()
     }
 }
 pub use error::Error;

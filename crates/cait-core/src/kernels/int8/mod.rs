@@ -17,6 +17,8 @@ pub(crate) mod dsp;
 pub(crate) mod generic;
 #[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
 pub(crate) mod tiled;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) mod x86;
 
 /// Longest reduction an int8 kernel accepts: `MAX_REDUCTION · 2^14 < 2^31`.
 pub(crate) const MAX_REDUCTION: usize = (1 << 17) - 1;
@@ -89,8 +91,27 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
     }
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
     dsp::matmul(x, w, emit);
-    #[cfg(not(all(feature = "arm-dsp", target_arch = "arm")))]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    x86::matmul(x, w, emit);
+    #[cfg(not(any(
+        all(feature = "arm-dsp", target_arch = "arm"),
+        all(feature = "std", target_arch = "x86_64")
+    )))]
     tiled::matmul(x, w, emit)
+}
+
+/// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx2"` (the tiled kernel
+/// compiled for AVX2, chosen at run time) or `"portable"` (the tiled kernel for the target's
+/// baseline).
+pub(crate) fn selected() -> &'static str {
+    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+    return "arm-dsp";
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x86::avx2() {
+        return "x86-64 avx2";
+    }
+    #[allow(unreachable_code)]
+    "portable"
 }
 
 /// [`matmul`] on back-to-back rows of `k` values: a linear layer's `x · wᵀ`.
@@ -274,6 +295,9 @@ mod tests {
 
     kernel_tests!(tiled_kernel, super::super::tiled::matmul);
     kernel_tests!(selected_kernel, super::super::matmul);
+    // The AVX2 build where the CPU has it (else the dispatcher takes the baseline: the same test).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    kernel_tests!(x86_kernel, super::super::x86::matmul);
 
     #[test]
     fn rows_hold_only_whole_rows() {

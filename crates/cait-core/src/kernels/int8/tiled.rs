@@ -14,6 +14,13 @@ use super::Rows;
 
 /// See [`super::matmul`].
 pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    matmul_inline(x, w, emit)
+}
+
+/// [`matmul`]'s body, always inlined: the x86-64 dispatcher's AVX2 function compiles its own copy
+/// of it for AVX2 (and `matmul` stays the function it was for every other target).
+#[inline(always)]
+pub(crate) fn matmul_inline(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
     let k = x.k();
     if k == 0 || w.k() != k {
         return;

@@ -4,6 +4,7 @@
 //! and `cait-core` (the engine). Errors print one line and exit with status 1.
 
 mod attention;
+mod bench;
 mod classify;
 mod eval;
 mod export;
@@ -31,6 +32,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     cait classify --model model.cait cat.jpg --top-k 5\n  \
     cait eval --model model.cait --data /usr/share/datasets/fashion-mnist\n  \
     cait export model.cait --c-array -o model.h\n  \
+    cait bench --model model.cait --json\n  \
     cait train --data /usr/share/datasets/fashion-mnist -o out/fashion-cait --epochs 12")]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +55,8 @@ enum Command {
     /// Build the Cortex-M firmware with a pack and images, run it in qemu-system-arm, report the
     /// device's logits, instructions, RAM and flash.
     Qemu(qemu::Args),
+    /// Time one image on this machine: median and spread over runs, the kernels selected.
+    Bench(bench::Args),
     /// Write a pack as a C array for a C firmware (`--c-array -o model.h`), with its length,
     /// workspace bytes and input shape as macros.
     Export(export::Args),
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Qemu(args) => qemu::run(args),
         Command::Export(args) => export::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(*args),
     };
     match result {

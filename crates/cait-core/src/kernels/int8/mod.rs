@@ -107,7 +107,7 @@ pub(crate) fn selected() -> &'static str {
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
     return "arm-dsp";
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if x86::avx2() {
+    if crate::kernels::x86::avx2() {
         return "x86-64 avx2";
     }
     #[allow(unreachable_code)]

@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 // No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel and
-// the call into the AVX2 build of the int8 kernel on x86-64 hosts (`std`), after run-time detection.
+// the calls into the AVX2 builds of the int8 and f32 linear kernels on x86-64 hosts (`std`), after
+// run-time detection.
 #![cfg_attr(
     not(any(feature = "arm-dsp", all(feature = "std", target_arch = "x86_64"))),
     forbid(unsafe_code)

@@ -12,32 +12,61 @@ const COLS: usize = 2;
 
 use super::Rows;
 
-/// See [`super::matmul`].
-pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
-    matmul_inline(x, w, emit)
+/// How a register tile's dot products are computed: [`Portable`] (plain Rust, vectorised by LLVM
+/// for the target's baseline) or a target's own (the x86-64 AVX2 tile).
+pub(crate) trait Tile {
+    /// The `R × C` exact sums `Σ_j x[r][j] · w[c][j]` over the first `k` values of each row.
+    fn tile<const R: usize, const C: usize>(
+        x: &[&[i8]; R],
+        w: &[&[i8]; C],
+        k: usize,
+    ) -> [[i32; C]; R];
 }
 
-/// [`matmul`]'s body, always inlined: the x86-64 dispatcher's AVX2 function compiles its own copy
-/// of it for AVX2 (and `matmul` stays the function it was for every other target).
+/// The portable tile.
+pub(crate) struct Portable;
+
+impl Tile for Portable {
+    #[inline(always)]
+    fn tile<const R: usize, const C: usize>(
+        x: &[&[i8]; R],
+        w: &[&[i8]; C],
+        k: usize,
+    ) -> [[i32; C]; R] {
+        tile::<R, C>(x, w, k)
+    }
+}
+
+/// See [`super::matmul`].
+pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    matmul_with::<Portable>(x, w, emit)
+}
+
+/// [`matmul`] over tiles of `T`, always inlined (the x86-64 AVX2 build instantiates it with its
+/// own tile inside an AVX2 function).
 #[inline(always)]
-pub(crate) fn matmul_inline(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+pub(crate) fn matmul_with<T: Tile>(
+    x: Rows<'_>,
+    w: Rows<'_>,
+    emit: &mut impl FnMut(usize, usize, i32),
+) {
     let k = x.k();
     if k == 0 || w.k() != k {
         return;
     }
     let mut t = 0;
     while t + ROWS <= x.count() {
-        rows::<ROWS>(core::array::from_fn(|r| x.row(t + r)), w, t, emit);
+        rows::<T, ROWS>(core::array::from_fn(|r| x.row(t + r)), w, t, emit);
         t += ROWS;
     }
     while t < x.count() {
-        rows::<1>([x.row(t)], w, t, emit);
+        rows::<T, 1>([x.row(t)], w, t, emit);
         t += 1;
     }
 }
 
 #[inline(always)]
-fn rows<const R: usize>(
+fn rows<T: Tile, const R: usize>(
     xr: [&[i8]; R],
     w: Rows<'_>,
     t: usize,
@@ -47,7 +76,7 @@ fn rows<const R: usize>(
     let mut o = 0;
     while o + COLS <= w.count() {
         let wr: [&[i8]; COLS] = core::array::from_fn(|c| w.row(o + c));
-        let acc = tile::<R, COLS>(&xr, &wr, k);
+        let acc = T::tile::<R, COLS>(&xr, &wr, k);
         for (r, row) in acc.iter().enumerate() {
             for (c, &a) in row.iter().enumerate() {
                 emit(t + r, o + c, a);
@@ -56,7 +85,7 @@ fn rows<const R: usize>(
         o += COLS;
     }
     while o < w.count() {
-        let acc = tile::<R, 1>(&xr, &[w.row(o)], k);
+        let acc = T::tile::<R, 1>(&xr, &[w.row(o)], k);
         for (r, row) in acc.iter().enumerate() {
             emit(t + r, o, row[0]);
         }
@@ -64,8 +93,13 @@ fn rows<const R: usize>(
     }
 }
 
+/// The portable tile: one plain reduction per accumulator.
 #[inline(always)]
-fn tile<const R: usize, const C: usize>(x: &[&[i8]; R], w: &[&[i8]; C], k: usize) -> [[i32; C]; R] {
+pub(crate) fn tile<const R: usize, const C: usize>(
+    x: &[&[i8]; R],
+    w: &[&[i8]; C],
+    k: usize,
+) -> [[i32; C]; R] {
     let x: [&[i8]; R] = core::array::from_fn(|r| &x[r][..k]);
     let w: [&[i8]; C] = core::array::from_fn(|c| &w[c][..k]);
     let mut acc = [[0i32; C]; R];

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs: QEMU for the firmware tests, Mesa's software Vulkan (lavapipe)
 # for the burn-wgpu tests, Fashion-MNIST for the bundled model's accuracy suite, and the Arm GCC
-# with newlib for the C example (firmware/c-example).
-APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi)
+# with newlib (and make) for the C example (firmware/c-example).
+APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi make)
 if ((${#APT_PACKAGES[@]})); then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

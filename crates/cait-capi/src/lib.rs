@@ -245,14 +245,6 @@ pub unsafe extern "C" fn cait_logits_len(session: *mut cait_session, len: *mut u
     CAIT_OK
 }
 
-/// Values of the class-attention map, `blocks · heads · tokens` for the class-attention blocks, the
-/// heads and the `N + 1` tokens (class token first, then the patches in row-major grid order).
-fn attention_len(s: &Session<'_>) -> usize {
-    let c = s.model().config();
-    let tokens = c.num_patches().unwrap_or(0) + 1;
-    c.depth_token_only as usize * c.num_heads as usize * tokens
-}
-
 /// Writes the class-attention map's length to `*len`: `depth_token_only · num_heads · (N + 1)`
 /// floats.
 #[unsafe(no_mangle)]
@@ -266,7 +258,7 @@ pub unsafe extern "C" fn cait_attention_len(session: *mut cait_session, len: *mu
         return CAIT_NULL_POINTER;
     }
     // SAFETY: non-NULL, the caller's writable size_t.
-    unsafe { *len = attention_len(&s.session) };
+    unsafe { *len = s.session.model().attention_len() };
     CAIT_OK
 }
 
@@ -290,7 +282,7 @@ pub unsafe extern "C" fn cait_set_attention_buffer(
         s.attention = None;
         return if len == 0 { CAIT_OK } else { CAIT_NULL_POINTER };
     }
-    if len != attention_len(&s.session) {
+    if len != s.session.model().attention_len() {
         return CAIT_ATTENTION_LENGTH;
     }
     s.attention = Some((buffer, len));

@@ -20,19 +20,17 @@ fn static_lib() -> PathBuf {
     lib
 }
 
-/// cait-core's logits for `input` on `pack`.
-fn rust_logits(pack: &[u8], input: Input<'_>) -> (Vec<u32>, usize) {
-    let parsed = cait_pack::Pack::parse(pack).unwrap();
-    let model = cait_core::Model::from_pack(&parsed).unwrap();
-    let mut ws = vec![0u32; model.workspace_bytes().div_ceil(4)];
-    let mut session = Session::new(pack, bytemuck_bytes(&mut ws)).unwrap();
-    let mut logits = vec![0f32; session.model().logits_len()];
-    let (top1, _) = session.classify(input, &mut logits).unwrap();
-    (logits.iter().map(|v| v.to_bits()).collect(), top1)
+/// What cait-core gives for one input: the logits' bits and top class, and, when asked for, every
+/// class-attention row in `[block][head]` order as bits and the top 3 classes.
+#[derive(Debug, PartialEq)]
+struct Run {
+    logits: Vec<u32>,
+    top1: usize,
+    attention: Vec<u32>,
+    top3: Vec<usize>,
 }
 
-/// Every class-attention row cait-core reports, in report order, as bits; and the top 3 classes.
-fn rust_attention(pack: &[u8], input: Input<'_>) -> (Vec<u32>, Vec<usize>) {
+fn rust_run(pack: &[u8], input: Input<'_>, with_attention: bool) -> Run {
     struct Rows(Vec<(usize, usize, Vec<u32>)>);
     impl AttentionSink for Rows {
         fn class_attention(&mut self, block: usize, head: usize, weights: &[f32]) {
@@ -40,54 +38,39 @@ fn rust_attention(pack: &[u8], input: Input<'_>) -> (Vec<u32>, Vec<usize>) {
                 .push((block, head, weights.iter().map(|v| v.to_bits()).collect()));
         }
     }
-    let parsed = cait_pack::Pack::parse(pack).unwrap();
-    let model = cait_core::Model::from_pack(&parsed).unwrap();
-    let mut ws = vec![0u32; model.workspace_bytes().div_ceil(4)];
-    let mut session = Session::new(pack, bytemuck_bytes(&mut ws)).unwrap();
+    // Pack tensors are aligned within the pack: 8-aligned storage keeps them aligned.
+    let mut storage = vec![0u64; pack.len().div_ceil(8)];
+    let pack_bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..pack.len()];
+    pack_bytes.copy_from_slice(pack);
+    let parsed = cait_pack::Pack::parse(pack_bytes).unwrap();
+    let workspace_bytes = cait_core::Model::from_pack(&parsed)
+        .unwrap()
+        .workspace_bytes();
+    let mut ws = vec![0u64; workspace_bytes.div_ceil(8)];
+    let mut session = Session::new(pack_bytes, bytemuck::cast_slice_mut(&mut ws)).unwrap();
     let mut logits = vec![0f32; session.model().logits_len()];
     let mut rows = Rows(Vec::new());
-    session
-        .run_with(input, Outputs::logits(&mut logits).attention(&mut rows))
-        .unwrap();
+    let outputs = Outputs::logits(&mut logits);
+    let outputs = if with_attention {
+        outputs.attention(&mut rows)
+    } else {
+        outputs
+    };
+    session.run_with(input, outputs).unwrap();
     rows.0.sort_by_key(|r| (r.0, r.1));
-    let map = rows.0.into_iter().flat_map(|r| r.2).collect();
-    let top3 = cait_core::top_k::<3>(&logits).iter().map(|t| t.0).collect();
-    (map, top3)
-}
-
-/// A file's bytes at a 64-byte aligned address (as a pack must be).
-struct Aligned {
-    blocks: Vec<Block>,
-    len: usize,
-}
-
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Block([u8; 64]);
-
-impl Aligned {
-    fn read(path: &Path) -> Aligned {
-        let data = std::fs::read(path).unwrap();
-        let mut blocks = vec![Block([0; 64]); data.len().div_ceil(64)];
-        for (b, chunk) in blocks.iter_mut().zip(data.chunks(64)) {
-            b.0[..chunk.len()].copy_from_slice(chunk);
-        }
-        Aligned {
-            blocks,
-            len: data.len(),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the blocks are plain bytes, at least `len` of them.
-        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
+    Run {
+        logits: logits.iter().map(|v| v.to_bits()).collect(),
+        top1: cait_core::top_k::<1>(&logits)[0].0,
+        attention: rows.0.into_iter().flat_map(|r| r.2).collect(),
+        top3: cait_core::top_k::<3>(&logits).iter().map(|t| t.0).collect(),
     }
 }
 
-fn bytemuck_bytes(words: &mut [u32]) -> &mut [u8] {
-    let len = words.len() * 4;
-    // SAFETY: u32 storage viewed as bytes (any bit pattern is valid, alignment only decreases).
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+/// `XXXXXXXX XXXXXXXX …` as the bits it prints.
+fn hex_bits(line: &str) -> Vec<u32> {
+    line.split(' ')
+        .map(|h| u32::from_str_radix(h, 16).unwrap())
+        .collect()
 }
 
 /// The `logits …` / `top1 N` pairs the C program printed.
@@ -98,11 +81,7 @@ fn printed(stdout: &str) -> Vec<(Vec<u32>, usize)> {
         .filter_map(|w| {
             let bits = w[0].strip_prefix("logits ")?;
             let top1 = w[1].strip_prefix("top1 ")?.parse().unwrap();
-            let bits = bits
-                .split(' ')
-                .map(|h| u32::from_str_radix(h, 16).unwrap())
-                .collect();
-            Some((bits, top1))
+            Some((hex_bits(bits), top1))
         })
         .collect()
 }
@@ -147,7 +126,7 @@ fn c_program_gets_every_status_and_the_cores_logits() {
         "{stdout}"
     );
 
-    let pack = Aligned::read(&pack_path);
+    let pack = std::fs::read(&pack_path).unwrap();
     let pixels = std::fs::read(&image_path).unwrap();
     let hwc = Input::Pixels {
         data: &pixels,
@@ -158,11 +137,13 @@ fn c_program_gets_every_status_and_the_cores_logits() {
         layout: PixelLayout::Chw,
     };
     let zeros = vec![0f32; pixels.len()];
-    let want = [
-        rust_logits(pack.bytes(), hwc),
-        rust_logits(pack.bytes(), chw),
-        rust_logits(pack.bytes(), Input::Normalized(&zeros)),
-    ];
+    let want: Vec<(Vec<u32>, usize)> = [hwc, chw, Input::Normalized(&zeros)]
+        .into_iter()
+        .map(|input| {
+            let run = rust_run(&pack, input, false);
+            (run.logits, run.top1)
+        })
+        .collect();
     let got = printed(&stdout);
     assert_eq!(got.len(), 4, "{stdout}");
     for (g, w) in got.iter().zip(&want) {
@@ -174,20 +155,20 @@ fn c_program_gets_every_status_and_the_cores_logits() {
     assert_eq!(got[3], want[0]);
 
     // The attention map, laid out [block][head][token] as cait.h documents.
-    let (map, top3) = rust_attention(pack.bytes(), hwc);
+    let with = rust_run(&pack, hwc, true);
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("attention "))
         .expect("an attention line");
-    let c_map: Vec<u32> = line
-        .split(' ')
-        .map(|h| u32::from_str_radix(h, 16).unwrap())
-        .collect();
-    assert_eq!(c_map, map, "C and cait-core attention differ");
+    assert_eq!(
+        hex_bits(line),
+        with.attention,
+        "C and cait-core attention differ"
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("top3 "))
         .expect("a top3 line");
     let c_top3: Vec<usize> = line.split(' ').map(|c| c.parse().unwrap()).collect();
-    assert_eq!(c_top3, top3);
+    assert_eq!(c_top3, with.top3);
 }

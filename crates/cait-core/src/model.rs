@@ -194,6 +194,12 @@ impl<'a> Model<'a> {
         self.dims.d
     }
 
+    /// Values of every class-attention row one image reports to an
+    /// [`AttentionSink`](crate::AttentionSink): `depth_token_only · num_heads · (N + 1)`.
+    pub fn attention_len(&self) -> usize {
+        self.config.depth_token_only as usize * self.dims.heads * (self.dims.n + 1)
+    }
+
     /// Classifies one image: `input` is `[C, H, W]` row-major, already normalised; `workspace` has at
     /// least [`workspace_bytes`](Self::workspace_bytes) bytes at a 4-byte aligned address; `logits`
     /// has [`logits_len`](Self::logits_len) values.

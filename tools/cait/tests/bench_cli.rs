@@ -3,29 +3,19 @@
 //! belong in reports, not in assertions.)
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn cait() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-}
+mod common;
+use common::{assert_error, cait, json, ok, p};
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait/fashion-cait-int8.cait")
 }
 
 fn bench_json(extra: &[&str]) -> serde_json::Value {
-    let out = cait()
-        .args(["bench", "--json", "--model"])
-        .arg(bundled())
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let bundled = bundled();
+    let mut args = vec!["bench", "--json", "--model", p(&bundled)];
+    args.extend_from_slice(extra);
+    json(&ok(&args))
 }
 
 #[test]
@@ -61,14 +51,9 @@ fn requests_that_time_nothing_are_refused() {
         (&["--threads", "0"][..], "--threads 0"),
         (&["--backend", "burn-cpu"][..], "checkpoint"),
     ] {
-        let out = cait()
-            .args(["bench", "--model"])
-            .arg(bundled())
-            .args(args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
-        assert!(err.contains(expect), "{args:?}: {err}");
+        let bundled = bundled();
+        let mut all = vec!["bench", "--model", p(&bundled)];
+        all.extend_from_slice(args);
+        assert_error(&cait(&all), &[expect]);
     }
 }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use cait_tests::docs::{assert_documented, thousands};
 
+mod common;
+use common::{json, ok, p};
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -117,7 +120,7 @@ fn c_example_in_qemu_is_bit_exact_with_the_host() {
     let elf = out.join("c-example.elf");
 
     // As the Makefile's `run` target runs it, with the samples named on the command line.
-    let (text, ok) = run_with_limit(
+    let (text, succeeded) = run_with_limit(
         Command::new("qemu-system-arm")
             .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
             .args(["-display", "none", "-monitor", "none", "-serial", "none"])
@@ -130,18 +133,17 @@ fn c_example_in_qemu_is_bit_exact_with_the_host() {
             .arg(&elf),
         Duration::from_secs(300),
     );
-    assert!(ok, "the C example failed in QEMU:\n{text}");
+    assert!(succeeded, "the C example failed in QEMU:\n{text}");
     assert!(text.lines().any(|l| l == "done"), "{text}");
 
     // The host engine on the same normalized images.
-    let host = Command::new(cait)
-        .args(["classify", "--json", "--model"])
-        .arg(&pack)
-        .arg(&samples)
-        .output()
-        .unwrap();
-    assert!(host.status.success());
-    let host: serde_json::Value = serde_json::from_slice(&host.stdout).unwrap();
+    let host = json(&ok(&[
+        "classify",
+        "--json",
+        "--model",
+        p(&pack),
+        p(&samples),
+    ]));
     let results = host["results"].as_array().unwrap();
     let device: Vec<&str> = text.lines().filter(|l| l.starts_with("image ")).collect();
     assert_eq!(device.len(), 10, "one line per sample image:\n{text}");

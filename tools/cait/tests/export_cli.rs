@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn cait() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cait"))
-}
+mod common;
+use common::{assert_error, cait, json, ok, p};
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait/fashion-cait-int8.cait")
@@ -57,14 +56,9 @@ fn compile_and_run(dir: &Path, std: &str, sources: &[&str]) -> String {
 }
 
 fn inspect_workspace(pack: &Path) -> u64 {
-    let out = cait()
-        .args(["inspect", "--json"])
-        .arg(pack)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["workspace_bytes"].as_u64().unwrap()
+    json(&ok(&["inspect", "--json", p(pack)]))["workspace_bytes"]
+        .as_u64()
+        .unwrap()
 }
 
 fn check_probe(stdout: &str, pack: &[u8], workspace: u64) {
@@ -91,19 +85,12 @@ fn check_probe(stdout: &str, pack: &[u8], workspace: u64) {
 
 /// `cait export --c-array --name model -o DIR/model.h [extra] BUNDLED`, which must succeed.
 fn export_model(dir: &Path, extra: &[&str]) {
-    let out = cait()
-        .args(["export", "--c-array", "--name", "model", "-o"])
-        .arg(dir.join("model.h"))
-        .args(extra)
-        .arg(bundled())
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let header = dir.join("model.h");
+    let bundled = bundled();
+    let mut args = vec!["export", "--c-array", "--name", "model", "-o", p(&header)];
+    args.extend_from_slice(extra);
+    args.push(p(&bundled));
+    ok(&args);
 }
 
 #[test]
@@ -118,7 +105,8 @@ fn header_holds_the_pack_aligned_with_its_sizes() {
 #[test]
 fn c_source_defines_the_array_once() {
     let dir = tempfile::tempdir().unwrap();
-    export_model(dir.path(), &["--c-source", "model.c"]);
+    let source = dir.path().join("model.c");
+    export_model(dir.path(), &["--c-source", p(&source)]);
     let header = std::fs::read_to_string(dir.path().join("model.h")).unwrap();
     assert!(header.contains("extern const uint8_t model[MODEL_LEN];"));
     assert!(header.len() < 8192, "the header holds no bytes");
@@ -131,34 +119,20 @@ fn c_source_defines_the_array_once() {
 fn default_name_comes_from_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let header = dir.path().join("m.h");
-    let out = cait()
-        .args(["export", "--c-array", "-o"])
-        .arg(&header)
-        .arg(bundled())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    ok(&["export", "--c-array", "-o", p(&header), p(&bundled())]);
     let text = std::fs::read_to_string(&header).unwrap();
     assert!(text.contains("#define FASHION_CAIT_INT8_WORKSPACE_BYTES "));
     assert!(text.contains("const uint8_t fashion_cait_int8[FASHION_CAIT_INT8_LEN] = {"));
 }
 
-/// One line on stderr naming the problem, a failing status, and no file written.
+/// One `error:` line naming the problem, exit status 1, and no file written.
 fn refused(args: &[&str], pack: &Path, expect: &str) {
     let dir = tempfile::tempdir().unwrap();
     let header = dir.path().join("model.h");
-    let out = cait()
-        .arg("export")
-        .args(args)
-        .arg("-o")
-        .arg(&header)
-        .arg(pack)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains(expect), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", p(&header), p(pack)]);
+    assert_error(&cait(&all), &[expect]);
     assert!(
         !header.exists(),
         "a refused export wrote {}",

@@ -11,11 +11,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// This build's `libcait_capi.a` (cargo builds every crate type of the library for the tests).
+/// This build's `libcait_capi.a`: cargo builds every crate type of the library for the tests and
+/// leaves them in `deps/`, beside this test's executable (only `cargo build` copies them one folder
+/// up, so that copy may be missing or stale).
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libcait_capi.a");
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libcait_capi.a");
     assert!(lib.exists(), "{} not built", lib.display());
     lib
 }

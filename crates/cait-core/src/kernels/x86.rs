@@ -1,8 +1,9 @@
 //! x86-64 hosts (`std` builds): whether this process runs the kernels' AVX2 builds — the portable
 //! kernels' own source compiled a second time with AVX2 enabled (`int8/x86.rs` for the int8 matmul,
-//! `linear.rs` for the f32 linear layers). Decided once, at the first call: the CPU must have AVX2
-//! and the environment must not say `CAIT_KERNELS=portable` (which forces the baseline builds, to
-//! test a machine without AVX2 on one with it).
+//! `linear.rs` for the f32 linear layers, which also widen f16 weights with F16C's `vcvtph2ps`).
+//! Decided once, at the first call: the CPU must have AVX2 and F16C (every AVX2 CPU has both) and
+//! the environment must not say `CAIT_KERNELS=portable` (which forces the baseline builds, to test
+//! a machine without AVX2 on one with it).
 //!
 //! The AVX2 builds give the same bits as the baseline: integer sums are exact, and the f32 kernels
 //! keep their summation order whatever the vector width (Rust never contracts a multiply and an
@@ -13,14 +14,16 @@ use core::sync::atomic::{AtomicU8, Ordering};
 /// 0: not decided yet; 1: the baseline builds; 2: the AVX2 builds.
 static CHOICE: AtomicU8 = AtomicU8::new(0);
 
-/// Whether this process runs the AVX2 builds (decided at the first call).
+/// Whether this process runs the AVX2 builds (AVX2 and F16C; decided at the first call).
 pub(crate) fn avx2() -> bool {
     match CHOICE.load(Ordering::Relaxed) {
         1 => false,
         2 => true,
         _ => {
             let forced = std::env::var_os("CAIT_KERNELS").is_some_and(|v| v == "portable");
-            let on = !forced && std::arch::is_x86_feature_detected!("avx2");
+            let on = !forced
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("f16c");
             CHOICE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
             on
         }

@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs: QEMU for the firmware tests, Mesa's software Vulkan (lavapipe)
-# for the burn-wgpu tests, Fashion-MNIST for the bundled model's accuracy suite, and the Arm GCC
-# with newlib (and make) for the C example (firmware/c-example).
-APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi make)
+# for the burn-wgpu tests, Fashion-MNIST for the bundled model's accuracy suite, the Arm GCC
+# with newlib (and make) for the C example (firmware/c-example), and QEMU user mode with the
+# AArch64 cross linker and C library for the AArch64 Linux tests.
+APT_PACKAGES=(qemu-system-arm mesa-vulkan-drivers dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi make
+  qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 if ((${#APT_PACKAGES[@]})); then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -21,9 +23,9 @@ if ((${#APT_PACKAGES[@]})); then
   fi
 fi
 
-# The toolchain and the thumbv7em target come from rust-toolchain.toml.
+# The toolchain and its targets (thumbv7em, aarch64 Linux) come from rust-toolchain.toml.
 rustup show active-toolchain >/dev/null
-rustup target add thumbv7em-none-eabihf >/dev/null
+rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu >/dev/null
 
 echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
@@ -35,6 +37,10 @@ for engine in float int8 ""; do
   cargo build -q -p cait-core --no-default-features --features "$engine" --target thumbv7em-none-eabihf
   cargo test -q -p cait-core --no-default-features --features "$engine" --lib engine_left_out
 done
+
+echo "== cait-core's tests on AArch64 Linux, under qemu-aarch64 (.cargo/config.toml): with SDOT, and without"
+cargo test -q -p cait-core --features std --target aarch64-unknown-linux-gnu --lib
+QEMU_CPU=cortex-a53 cargo test -q -p cait-core --features std --target aarch64-unknown-linux-gnu --lib
 
 echo "== tests"
 cargo test -q --workspace

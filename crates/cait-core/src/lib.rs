@@ -1,14 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
-// No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel and
-// the calls into the AVX2 builds of the int8 and f32 linear kernels on x86-64 hosts (`std`), after
-// run-time detection.
+// No `unsafe` anywhere, except the Armv7E-M DSP instructions of the `arm-dsp` feature's kernel,
+// the calls into the AVX2 builds of the int8 and f32 linear kernels on x86-64 hosts (`std`) and
+// into the SDOT int8 tile on AArch64 hosts (`std`), after run-time detection.
 #![cfg_attr(
-    not(any(feature = "arm-dsp", all(feature = "std", target_arch = "x86_64"))),
+    not(any(
+        feature = "arm-dsp",
+        all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64"))
+    )),
     forbid(unsafe_code)
 )]
 #![cfg_attr(
-    any(feature = "arm-dsp", all(feature = "std", target_arch = "x86_64")),
+    any(
+        feature = "arm-dsp",
+        all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64"))
+    ),
     deny(unsafe_code)
 )]
 #![deny(missing_docs)]
@@ -73,9 +79,9 @@ pub mod int8_kernels {
     }
 
     /// Which kernel [`matmul`] is on this build and machine: `"arm-dsp"` (SMLAD), `"x86-64 avx2"`
-    /// (the tiled kernel compiled for AVX2, chosen at run time on a `std` build;
-    /// `CAIT_KERNELS=portable` turns it off) or `"portable"` (the tiled kernel for the target's
-    /// baseline).
+    /// (the tiled kernel compiled for AVX2) or `"aarch64 sdot"` (the tiled kernel with an SDOT
+    /// tile), each chosen at run time on a `std` build (`CAIT_KERNELS=portable` turns them off),
+    /// or `"portable"` (the tiled kernel for the target's baseline).
     pub fn selected() -> &'static str {
         crate::kernels::int8::selected()
     }

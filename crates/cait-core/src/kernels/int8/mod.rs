@@ -12,6 +12,8 @@
 //! refuses reductions longer than [`MAX_REDUCTION`] terms, so every `i32` sum stays below `2^31`.
 //! The bias is then added with saturation (a hostile pack cannot make it wrap or panic).
 
+#[cfg(all(feature = "std", target_arch = "aarch64"))]
+pub(crate) mod aarch64;
 #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
 pub(crate) mod dsp;
 pub(crate) mod generic;
@@ -93,22 +95,29 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
     dsp::matmul(x, w, emit);
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     x86::matmul(x, w, emit);
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    aarch64::matmul(x, w, emit);
     #[cfg(not(any(
         all(feature = "arm-dsp", target_arch = "arm"),
-        all(feature = "std", target_arch = "x86_64")
+        all(feature = "std", target_arch = "x86_64"),
+        all(feature = "std", target_arch = "aarch64")
     )))]
     tiled::matmul(x, w, emit)
 }
 
 /// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx2"` (the tiled kernel
-/// compiled for AVX2, chosen at run time) or `"portable"` (the tiled kernel for the target's
-/// baseline).
+/// compiled for AVX2, chosen at run time), `"aarch64 sdot"` (the tiled kernel with an SDOT tile,
+/// chosen at run time) or `"portable"` (the tiled kernel for the target's baseline).
 pub(crate) fn selected() -> &'static str {
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
     return "arm-dsp";
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if crate::kernels::x86::avx2() {
         return "x86-64 avx2";
+    }
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    if aarch64::sdot() {
+        return "aarch64 sdot";
     }
     #[allow(unreachable_code)]
     "portable"
@@ -298,6 +307,8 @@ mod tests {
     // The AVX2 build where the CPU has it (else the dispatcher takes the baseline: the same test).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     kernel_tests!(x86_kernel, super::super::x86::matmul);
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    kernel_tests!(aarch64_kernel, super::super::aarch64::matmul);
 
     #[test]
     fn rows_hold_only_whole_rows() {

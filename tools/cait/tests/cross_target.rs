@@ -1,0 +1,207 @@
+//! One pack, the same logits bits on every host and kernel set: x86-64 with the AVX2 kernels and
+//! with the portable ones (`CAIT_KERNELS=portable`), and AArch64 Linux under QEMU user mode on a
+//! core without the dot-product extension (Cortex-A53: the portable int8 tile, NEON) and on one
+//! with it (Cortex-A76: the SDOT tile) — for the bundled int8 and f16 packs and an f32 pack of the
+//! same model, on the ten sample images. Each run is cait-core's `logits` example; the x86-64 run is
+//! also checked against `cait classify`. Needs Debian's `qemu-user` and `gcc-aarch64-linux-gnu`
+//! (tools/test.sh installs them) and the toolchain's aarch64-unknown-linux-gnu target
+//! (rust-toolchain.toml).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{json, ok, p};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require(tool: &str, packages: &str) {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: install it with `apt-get install -y {packages}` (tools/test.sh \
+         does this on CI)"
+    );
+}
+
+/// Builds cait-core's `logits` example for `target` (`None`: this host) in a folder of its own
+/// (kept between runs), with the repository's `.cargo/config.toml` (the AArch64 linker).
+fn build_example(target: Option<&str>) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cross-target");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args(["build", "-q", "-p", "cait-core", "--features", "std"])
+        .args(["--example", "logits"])
+        .env("CARGO_TARGET_DIR", &dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build --example logits {target:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut exe = dir;
+    if let Some(t) = target {
+        exe.push(t);
+    }
+    exe.join("debug/examples/logits")
+}
+
+/// What one run printed: the kernels it chose and each image's logits bits.
+#[derive(Debug)]
+struct Run {
+    kernels: String,
+    logits: Vec<Vec<u32>>,
+}
+
+fn run(cmd: &mut Command, what: &str) -> Run {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    let kernels = lines
+        .next()
+        .and_then(|l| l.strip_prefix("kernels "))
+        .unwrap_or_else(|| panic!("{what}: no kernels line:\n{stdout}"))
+        .to_string();
+    let logits = lines
+        .map(|l| {
+            l.strip_prefix("logits ")
+                .unwrap_or_else(|| panic!("{what}: {l}"))
+                .split(' ')
+                .map(|h| u32::from_str_radix(h, 16).unwrap())
+                .collect()
+        })
+        .collect();
+    Run { kernels, logits }
+}
+
+/// The sample images, normalized for `pack`'s model, as raw little-endian f32 in `dir`.
+fn raw_samples(pack: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(pack).unwrap();
+    let mut storage = vec![0u64; bytes.len().div_ceil(8)];
+    let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..bytes.len()];
+    aligned.copy_from_slice(&bytes);
+    let parsed = cait_pack::Pack::parse(aligned).unwrap();
+    let data = cait_quant::data::load(
+        &root().join("models/fashion-cait/samples.npy"),
+        &Default::default(),
+        parsed.config(),
+        parsed.preprocess(),
+    )
+    .unwrap();
+    let raw: Vec<u8> = data.images.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = dir.join("samples.f32");
+    std::fs::write(&out, raw).unwrap();
+    out
+}
+
+#[test]
+fn every_host_and_kernel_set_gives_the_same_logits_bits() {
+    require("qemu-aarch64", "qemu-user");
+    require("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu");
+    let tmp = tempfile::tempdir().unwrap();
+    let models = root().join("models/fashion-cait");
+    let f32_pack = tmp.path().join("f32.cait");
+    ok(&[
+        "quantize",
+        p(&models.join("model.safetensors")),
+        "--precision",
+        "f32",
+        "-o",
+        p(&f32_pack),
+    ]);
+    let packs = [
+        models.join("fashion-cait-int8.cait"),
+        models.join("fashion-cait-f16.cait"),
+        f32_pack,
+    ];
+    let host = build_example(None);
+    let arm = build_example(Some("aarch64-unknown-linux-gnu"));
+    let sysroot = "/usr/aarch64-linux-gnu";
+
+    for pack in &packs {
+        let images = raw_samples(pack, tmp.path());
+        let native = run(Command::new(&host).arg(pack).arg(&images), "x86-64");
+        let portable = run(
+            Command::new(&host)
+                .arg(pack)
+                .arg(&images)
+                .env("CAIT_KERNELS", "portable"),
+            "x86-64 portable",
+        );
+        let neon = run(
+            Command::new("qemu-aarch64")
+                .args(["-cpu", "cortex-a53", "-L", sysroot])
+                .arg(&arm)
+                .arg(pack)
+                .arg(&images),
+            "aarch64 cortex-a53",
+        );
+        let sdot = run(
+            Command::new("qemu-aarch64")
+                .args(["-cpu", "cortex-a76", "-L", sysroot])
+                .arg(&arm)
+                .arg(pack)
+                .arg(&images),
+            "aarch64 cortex-a76",
+        );
+        // Each run chose the kernels it is meant to test.
+        assert_eq!(portable.kernels, "int8=portable float=portable");
+        assert_eq!(neon.kernels, "int8=portable float=portable");
+        assert_eq!(sdot.kernels, "int8=aarch64 sdot float=portable");
+
+        assert_eq!(native.logits.len(), 10, "{}", pack.display());
+        for (name, other) in [
+            ("x86-64 portable", &portable),
+            ("aarch64 neon", &neon),
+            ("aarch64 sdot", &sdot),
+        ] {
+            assert_eq!(
+                other.logits,
+                native.logits,
+                "{name} ({}) and x86-64 ({}) differ on {}",
+                other.kernels,
+                native.kernels,
+                pack.display()
+            );
+        }
+
+        // The command line's logits (shortest round-tripping decimals) are the same values.
+        let cli = json(&ok(&[
+            "classify",
+            "--json",
+            "--model",
+            p(pack),
+            p(&models.join("samples.npy")),
+        ]));
+        let cli: Vec<Vec<u32>> = cli["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(cli, native.logits, "cait classify on {}", pack.display());
+    }
+}

@@ -47,7 +47,8 @@ pub use attention::AttentionSink;
 pub use topk::top_k;
 
 /// Which build of the f32 linear kernels runs: `"x86-64 avx2"` (the portable source compiled for
-/// AVX2, chosen at run time on a `std` build; `CAIT_KERNELS=portable` turns it off) or
+/// AVX2, f16 weights widened by F16C, chosen at run time on a `std` build; `CAIT_KERNELS=portable`
+/// turns it off) or
 /// `"portable"` (built for the target's baseline). The bits are the same either way.
 pub fn float_kernels_selected() -> &'static str {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]

@@ -6,30 +6,15 @@
 //! Needs `gcc-arm-none-eabi`, `libnewlib-arm-none-eabi` and `qemu-system-arm` (tools/test.sh
 //! installs them): without them this test fails rather than skips.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cait_tests::docs::{assert_documented, thousands};
 
 mod common;
-use common::{json, ok, p};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn require(tool: &str, packages: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: install it with `apt-get install -y {packages}` (tools/test.sh \
-         does this on CI)"
-    );
-}
+use cait_tests::docs::repo_root as root;
+use common::{json, ok, p, require};
 
 /// Runs `cmd` to its end, or kills it after `limit`; its stdout and whether it succeeded.
 fn run_with_limit(cmd: &mut Command, limit: Duration) -> (String, bool) {

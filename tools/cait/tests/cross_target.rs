@@ -12,23 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{json, ok, p};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn require(tool: &str, packages: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: install it with `apt-get install -y {packages}` (tools/test.sh \
-         does this on CI)"
-    );
-}
+use cait_tests::docs::repo_root as root;
+use common::{json, logit_bits, ok, p, require};
 
 /// Builds cait-core's `logits` example for `target` (`None`: this host) in a folder of its own
 /// (kept between runs), with the repository's `.cargo/config.toml` (the AArch64 linker).
@@ -189,19 +174,11 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
             p(pack),
             p(&models.join("samples.npy")),
         ]));
-        let cli: Vec<Vec<u32>> = cli["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r["logits"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| (x.as_f64().unwrap() as f32).to_bits())
-                    .collect()
-            })
-            .collect();
-        assert_eq!(cli, native.logits, "cait classify on {}", pack.display());
+        assert_eq!(
+            logit_bits(&cli),
+            native.logits,
+            "cait classify on {}",
+            pack.display()
+        );
     }
 }

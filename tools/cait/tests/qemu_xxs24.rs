@@ -14,6 +14,9 @@ use std::process::Command;
 
 use cait_tests::synth::{self, SynthSpec};
 
+mod common;
+use common::logit_bits;
+
 fn cait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cait"))
 }
@@ -27,22 +30,6 @@ fn run_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn logit_bits(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
-                .collect()
-        })
-        .collect()
 }
 
 /// Builds, runs and checks an xxs24-shaped pack with `depth` self-attention blocks.

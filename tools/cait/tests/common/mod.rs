@@ -34,6 +34,37 @@ pub fn tiny() -> PathBuf {
     cait_tests::synth::fixtures_dir().join("tiny")
 }
 
+/// Fails, naming the Debian packages to install, unless `tool --version` runs.
+pub fn require(tool: &str, packages: &str) {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: install it with `apt-get install -y {packages}` (tools/test.sh \
+         does this on CI)"
+    );
+}
+
+/// The logits of each result of `cait classify --json` (or `cait qemu --json`), as f32 bits:
+/// serde_json writes an f32 as its shortest round-tripping decimal, so these are the exact values.
+pub fn logit_bits(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                .collect()
+        })
+        .collect()
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }

@@ -7,6 +7,8 @@
 //! never changes the order in which any single output is summed.
 
 pub(crate) mod gelu;
+#[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) mod host;
 pub(crate) mod int8;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;

@@ -9,23 +9,13 @@
 //! keep their summation order whatever the vector width (Rust never contracts a multiply and an
 //! add into an FMA).
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use super::host::Choice;
 
-/// 0: not decided yet; 1: the baseline builds; 2: the AVX2 builds.
-static CHOICE: AtomicU8 = AtomicU8::new(0);
+static AVX2: Choice = Choice::new();
 
 /// Whether this process runs the AVX2 builds (AVX2 and F16C; decided at the first call).
 pub(crate) fn avx2() -> bool {
-    match CHOICE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let forced = std::env::var_os("CAIT_KERNELS").is_some_and(|v| v == "portable");
-            let on = !forced
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("f16c");
-            CHOICE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-    }
+    AVX2.get(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+    })
 }

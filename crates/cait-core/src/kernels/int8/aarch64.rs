@@ -12,27 +12,17 @@
 #![allow(unsafe_code)]
 
 use core::arch::aarch64::*;
-use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::Rows;
 use super::tiled::{self, Tile};
+use crate::kernels::host::Choice;
 
-/// 0: not decided yet; 1: the portable tile; 2: the SDOT tile.
-static CHOICE: AtomicU8 = AtomicU8::new(0);
+static SDOT: Choice = Choice::new();
 
 /// Whether this process runs the SDOT tile: the CPU has the dot-product extension and the
 /// environment does not say `CAIT_KERNELS=portable` (decided at the first call).
 pub(crate) fn sdot() -> bool {
-    match CHOICE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let forced = std::env::var_os("CAIT_KERNELS").is_some_and(|v| v == "portable");
-            let on = !forced && std::arch::is_aarch64_feature_detected!("dotprod");
-            CHOICE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-    }
+    SDOT.get(|| std::arch::is_aarch64_feature_detected!("dotprod"))
 }
 
 /// See [`super::matmul`].

@@ -48,6 +48,7 @@ fn run() -> Result<(), String> {
         "cait_no_pack",
         "cait_pack_psram",
         "cait_input_psram",
+        "mps2_an385",
         "mps2_an386",
         "mps2_an500",
     ] {
@@ -158,22 +159,54 @@ fn run() -> Result<(), String> {
 
 /// The board named by the enabled cargo feature (exactly one).
 fn board() -> Result<&'static str, String> {
-    let an386 = env::var_os("CARGO_FEATURE_MPS2_AN386").is_some();
-    let an500 = env::var_os("CARGO_FEATURE_MPS2_AN500").is_some();
-    match (an386, an500) {
-        (true, false) => Ok("mps2-an386"),
-        (false, true) => Ok("mps2-an500"),
-        _ => Err(
-            "enable exactly one board feature: mps2-an386 (the default) or mps2-an500 \
-                  (`--no-default-features --features mps2-an500`)"
-                .into(),
-        ),
+    let on = |f: &str| env::var_os(f).is_some();
+    let board = match (
+        on("CARGO_FEATURE_MPS2_AN385"),
+        on("CARGO_FEATURE_MPS2_AN386"),
+        on("CARGO_FEATURE_MPS2_AN500"),
+    ) {
+        (true, false, false) => "mps2-an385",
+        (false, true, false) => "mps2-an386",
+        (false, false, true) => "mps2-an500",
+        _ => {
+            return Err(
+                "enable exactly one board feature: mps2-an386 (the default), mps2-an500 or \
+                 mps2-an385 (`--no-default-features --features mps2-an500`)"
+                    .into(),
+            );
+        }
+    };
+    // The Cortex-M3 (no FPU, no DSP extension) is thumbv7m-none-eabi; the others thumbv7em-none-eabihf.
+    let target = env::var("TARGET").unwrap_or_default();
+    let want = if board == "mps2-an385" {
+        "thumbv7m-none-eabi"
+    } else {
+        "thumbv7em-none-eabihf"
+    };
+    if target != want {
+        return Err(format!(
+            "{board} needs `--target {want}` (building for {target})"
+        ));
     }
+    if board == "mps2-an385" && on("CARGO_FEATURE_DSP") {
+        return Err(
+            "mps2-an385 (Cortex-M3) has no DSP extension: build without the dsp feature \
+                    (`--no-default-features --features mps2-an385,int8`)"
+                .into(),
+        );
+    }
+    Ok(board)
 }
 
 /// `memory.x` for cortex-m-rt's `link.x`: the board's map plus the PSRAM section.
 fn link_memory_map(manifest: &Path, out: &Path, board: &str) -> Result<(), String> {
-    let map = manifest.join("boards").join(board).join("memory.x");
+    // AN385 is AN386's FPGA image with a Cortex-M3: the same memory map (QEMU's hw/arm/mps2.c).
+    let map_board = if board == "mps2-an385" {
+        "mps2-an386"
+    } else {
+        board
+    };
+    let map = manifest.join("boards").join(map_board).join("memory.x");
     let psram = manifest.join("psram.x");
     println!("cargo::rerun-if-changed={}", map.display());
     println!("cargo::rerun-if-changed={}", psram.display());

@@ -23,14 +23,21 @@ if ((${#APT_PACKAGES[@]})); then
   fi
 fi
 
-# The toolchain and its targets (thumbv7em, aarch64 Linux) come from rust-toolchain.toml.
+# The toolchain and its targets (thumbv7em, aarch64 Linux, the FPU-less thumbv7m/thumbv6m and
+# RV32IMC) come from rust-toolchain.toml.
 rustup show active-toolchain >/dev/null
-rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu >/dev/null
+rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu thumbv7m-none-eabi \
+  thumbv6m-none-eabi riscv32imc-unknown-none-elf >/dev/null
 
 echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
 cargo build -q -p cait-core --target thumbv7em-none-eabihf --features arm-dsp
 cargo rustc -q -p cait-capi --lib --crate-type staticlib --target thumbv7em-none-eabihf --features arm-dsp
+
+echo "== cait-core builds for cores without an FPU: Cortex-M3 (thumbv7m), M0+ (thumbv6m), RV32IMC"
+for target in thumbv7m-none-eabi thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
+  cargo build -q -p cait-core --target "$target"
+done
 
 echo "== each engine alone, and none (cait-core's cargo features float and int8; firmware links only one)"
 for engine in float int8 ""; do

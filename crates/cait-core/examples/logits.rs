@@ -3,8 +3,9 @@
 //! AArch64 SDOT and NEON under `qemu-aarch64`) to check that they agree bit for bit.
 //!
 //! `logits PACK IMAGES` — IMAGES: normalized `[C, H, W]` f32 images back to back, little-endian.
-//! Prints `kernels int8=NAME float=NAME`, then one `logits HEX HEX …` line (each f32's bits) per
-//! image.
+//! Prints `kernels int8=NAME float=NAME`, then `fixed DIGEST` (the integer-only kernels' digest,
+//! `cait_core::check::fixed_kernels_digest(1, 500)`), then one `logits HEX HEX …` line (each f32's
+//! bits) per image.
 
 use std::process::ExitCode;
 
@@ -47,6 +48,10 @@ fn run() -> Result<(), String> {
         "kernels int8={} float={}",
         cait_core::int8_kernels::selected(),
         cait_core::float_kernels_selected()
+    );
+    println!(
+        "fixed {:016x}",
+        cait_core::check::fixed_kernels_digest(1, 500)
     );
     let values: Vec<f32> = images
         .chunks_exact(4)

@@ -30,6 +30,7 @@
 
 mod attention;
 mod blocks;
+pub mod check;
 mod error;
 mod input;
 mod int8;
@@ -89,6 +90,7 @@ pub mod int8_kernels {
 }
 pub use error::Error;
 pub use input::{Input, PixelLayout};
+pub use kernels::fixed;
 pub use model::{Model, Outputs};
 pub use probe::{Point, Probe, Site, Tap, Values};
 pub use session::Session;

@@ -1,4 +1,4 @@
-//! Arm MPS2 (QEMU `mps2-an386` / `mps2-an500`): the FPGAIO user LEDs as `OutputPin`s, SysTick as a
+//! Arm MPS2 (QEMU `mps2-an385` / `mps2-an386` / `mps2-an500`): the FPGAIO user LEDs as `OutputPin`s, SysTick as a
 //! wrap-counting [`Clock`] and a busy-wait `DelayNs`, semihosting exit, HardFault and panic handlers
 //! that exit QEMU with failure.
 
@@ -15,6 +15,9 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 
 use crate::measure::Clock;
 
+/// The CPU this firmware was built for.
+#[cfg(mps2_an385)]
+pub const CPU: &str = "cortex-m3";
 /// The CPU this firmware was built for.
 #[cfg(mps2_an386)]
 pub const CPU: &str = "cortex-m4";
@@ -146,6 +149,7 @@ impl<C: Clock> DelayNs for Delay<C> {
 
 /// Makes sure the FPU computes as on the host: flush-to-zero and default-NaN off, round to nearest
 /// (the reset value of FPSCR). Returns FPSCR as found.
+#[cfg(not(mps2_an385))]
 pub fn check_fpu() -> u32 {
     let found: u32;
     // SAFETY: reads FPSCR (the FPU is enabled by cortex-m-rt's reset handler on eabihf targets).
@@ -158,6 +162,13 @@ pub fn check_fpu() -> u32 {
         unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) fixed, options(nomem, nostack)) };
     }
     found
+}
+
+/// The Cortex-M3 has no FPU: its soft-float routines round to nearest and keep subnormals, as
+/// the host does. Returns 0 (FPSCR's reset value).
+#[cfg(mps2_an385)]
+pub fn check_fpu() -> u32 {
+    0
 }
 
 /// Ends the QEMU session: exit status 0 on `Ok`, 1 on `Err`.

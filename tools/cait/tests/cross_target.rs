@@ -42,10 +42,12 @@ fn build_example(target: Option<&str>) -> PathBuf {
     exe.join("debug/examples/logits")
 }
 
-/// What one run printed: the kernels it chose and each image's logits bits.
+/// What one run printed: the kernels it chose, the integer-only kernels' digest and each image's
+/// logits bits.
 #[derive(Debug)]
 struct Run {
     kernels: String,
+    fixed: u64,
     logits: Vec<Vec<u32>>,
 }
 
@@ -63,6 +65,10 @@ fn run(cmd: &mut Command, what: &str) -> Run {
         .and_then(|l| l.strip_prefix("kernels "))
         .unwrap_or_else(|| panic!("{what}: no kernels line:\n{stdout}"))
         .to_string();
+    let fixed = lines
+        .next()
+        .and_then(|l| u64::from_str_radix(l.strip_prefix("fixed ")?, 16).ok())
+        .unwrap_or_else(|| panic!("{what}: no fixed line:\n{stdout}"));
     let logits = lines
         .map(|l| {
             l.strip_prefix("logits ")
@@ -72,7 +78,11 @@ fn run(cmd: &mut Command, what: &str) -> Run {
                 .collect()
         })
         .collect();
-    Run { kernels, logits }
+    Run {
+        kernels,
+        fixed,
+        logits,
+    }
 }
 
 /// The sample images, normalized for `pack`'s model, as raw little-endian f32 in `dir`.
@@ -151,6 +161,12 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
         assert_eq!(sdot.kernels, "int8=aarch64 sdot float=portable");
 
         assert_eq!(native.logits.len(), 10, "{}", pack.display());
+        // The integer-only kernels (crates/cait-core/src/kernels/fixed): the same bits everywhere,
+        // and the example's call is the one made here.
+        let here = cait_core::check::fixed_kernels_digest(1, 500);
+        for r in [&native, &portable, &neon, &sdot] {
+            assert_eq!(r.fixed, here, "fixed-point digest of {}", r.kernels);
+        }
         for (name, other) in [
             ("x86-64 portable", &portable),
             ("aarch64 neon", &neon),

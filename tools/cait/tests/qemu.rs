@@ -566,3 +566,119 @@ codegen-units = 1
     let text = run_elf(&app.join("target/thumbv7em-none-eabihf/release/app"));
     assert!(text.contains("class 9 Ankle boot"), "fresh crate: {text}");
 }
+
+/// The integer-only kernels (`cait_core::fixed`) give the same bits on the emulated Cortex-M3
+/// (mps2-an385: thumbv7m-none-eabi, no FPU, no DSP extension), on the Cortex-M4 and on this host:
+/// firmware/src/bin/fixed_check.rs runs seeded random cases and prints a digest of every output,
+/// which must equal `fixed_kernels_digest` computed here for the seed and count it printed. And
+/// they are integer-only: the M3 ELF links no soft-float routine (`__aeabi_f*`, `__aeabi_d*`,
+/// `__*sf*`, `__*df*` from compiler-builtins; integer helpers such as `__aeabi_uldivmod` are
+/// fine and are listed, so the symbol table is known to name them).
+#[test]
+fn fixed_point_kernels_are_bit_exact_and_float_free_on_the_cortex_m3() {
+    require_qemu();
+    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
+    let target = firmware.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    for (machine, cpu, triple, features) in [
+        (
+            "mps2-an385",
+            "cortex-m3",
+            "thumbv7m-none-eabi",
+            "mps2-an385,int8",
+        ),
+        (
+            "mps2-an386",
+            "cortex-m4",
+            "thumbv7em-none-eabihf",
+            "mps2-an386,int8",
+        ),
+    ] {
+        let elf = {
+            let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
+            lock.lock().unwrap();
+            let mut build = firmware_cargo(&firmware, &target).unwrap();
+            let build = build
+                .command
+                .args(["--release", "--bin", "fixed_check", "--target", triple])
+                .args(["--no-default-features", "--features", features])
+                .output()
+                .unwrap();
+            assert!(
+                build.status.success(),
+                "{}",
+                String::from_utf8_lossy(&build.stderr)
+            );
+            let copy = target.join(format!("fixed_check-{machine}-{}.elf", std::process::id()));
+            std::fs::copy(target.join(triple).join("release/fixed_check"), &copy).unwrap();
+            copy
+        };
+        if machine == "mps2-an385" {
+            let symbols = elf_function_symbols(&elf);
+            assert!(
+                symbols.iter().any(|s| s == "__aeabi_uldivmod"),
+                "the softmax's u64 division should be linked: {symbols:?}"
+            );
+            let float: Vec<_> = symbols
+                .iter()
+                .filter(|s| {
+                    s.starts_with("__aeabi_f")
+                        || s.starts_with("__aeabi_d")
+                        || (s.starts_with("__") && (s.contains("sf") || s.contains("df")))
+                })
+                .collect();
+            assert!(float.is_empty(), "soft-float routines linked: {float:?}");
+        }
+        let run = Command::new("qemu-system-arm")
+            .args(["-machine", machine, "-cpu", cpu, "-display", "none"])
+            .args(["-monitor", "none", "-serial", "none"])
+            .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+            .arg(&elf)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&elf);
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(run.status.success(), "{machine}: {text}");
+        // "fixed_check on BOARD (CPU): seed 0xS, N cases, digest D"
+        let field = |after: &str, end: char| {
+            let start = text
+                .find(after)
+                .unwrap_or_else(|| panic!("{machine}: {text}"))
+                + after.len();
+            text[start..].split(end).next().unwrap().trim().to_string()
+        };
+        let seed = u64::from_str_radix(field("seed 0x", ',').as_str(), 16).unwrap();
+        let cases: u32 = field(", ", ' ').parse().unwrap();
+        let digest = u64::from_str_radix(field("digest ", '\n').as_str(), 16).unwrap();
+        assert!(text.contains(&format!("on {machine} ({cpu})")), "{text}");
+        assert!(cases >= 1000, "{text}");
+        assert_eq!(
+            digest,
+            cait_core::check::fixed_kernels_digest(seed, cases),
+            "{machine} computed other bits than this host: {text}"
+        );
+    }
+}
+
+/// The names of the function symbols of an ELF (`llvm-nm` or binutils' `nm`, whichever is
+/// installed: both read ARM ELF).
+fn elf_function_symbols(elf: &Path) -> Vec<String> {
+    let out = ["llvm-nm", "arm-none-eabi-nm", "nm"]
+        .into_iter()
+        .find_map(|nm| {
+            Command::new(nm)
+                .arg(elf)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        })
+        .expect("no nm to read the ELF with (binutils-arm-none-eabi comes with gcc-arm-none-eabi)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().rev();
+            let (name, kind) = (f.next()?, f.next()?);
+            matches!(kind, "T" | "t" | "W" | "w").then(|| name.to_string())
+        })
+        .collect()
+}

@@ -6,6 +6,7 @@
 //! (how many tokens or weight rows share a pass) may differ between call sites and targets because it
 //! never changes the order in which any single output is summed.
 
+pub mod fixed;
 pub(crate) mod gelu;
 #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) mod host;

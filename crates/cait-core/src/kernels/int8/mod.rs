@@ -4,9 +4,10 @@
 //! every target: kernels are free to be optimised per target. The one kernel, [`matmul`] over
 //! [`Rows`] (packed rows for the linear layers, a column block for an attention head), exists as a
 //! plain [`generic`] reference (the specification) and as the variant this target uses: the
-//! portable register-tiled one, or the Cortex-M DSP (SMLAD) one. A shared proptest suite
-//! (`kernel_tests!`) checks the host variants against the reference, bit for bit; the firmware's
-//! `kernel_check` binary does the same for the DSP variant on the device.
+//! portable register-tiled one, or the Cortex-M DSP (SMLAD) one. One case generator and comparison,
+//! `crate::check::int8_matmul_case`, checks every variant against the reference, bit for bit: the
+//! host variants in a proptest (`kernel_tests!`), the DSP variant on the device (the firmware's
+//! `kernel_check` binary).
 //!
 //! No sum can overflow: a product of two int8 values is at most `2^14` in magnitude, and the engine
 //! refuses reductions longer than [`MAX_REDUCTION`] terms, so every `i32` sum stays below `2^31`.
@@ -230,58 +231,23 @@ impl ActQuant {
     }
 }
 
-/// Shared tests: any linear kernel `$kernel` against [`generic::linear`], bit for bit.
+/// Shared tests: any matmul kernel `$kernel` against [`generic::matmul`], bit for bit, on the cases
+/// of `crate::check::int8_matmul_case` (the ones the firmware's `kernel_check` runs on the device).
 #[cfg(test)]
 macro_rules! kernel_tests {
     ($name:ident, $kernel:path) => {
         mod $name {
-            use super::super::generic;
-
             use super::super::Rows;
+            use crate::check::{MatmulKernel, int8_matmul_case};
 
-            fn run(
-                x: Rows<'_>,
-                w: Rows<'_>,
-                f: impl Fn(Rows<'_>, Rows<'_>, &mut dyn FnMut(usize, usize, i32)),
-            ) -> Vec<Option<i32>> {
-                let (rows, m) = (x.count(), w.count());
-                let mut out = vec![None; rows * m];
-                f(x, w, &mut |t, o, acc| {
-                    assert!(out[t * m + o].is_none(), "({t}, {o}) emitted twice");
-                    out[t * m + o] = Some(acc);
-                });
-                out
-            }
+            const KERNEL: MatmulKernel<'static> =
+                &|x, w, e| $kernel(x, w, &mut |t, o, a| e(t, o, a));
 
             proptest::proptest! {
                 #[test]
-                fn equals_the_generic_kernel(
-                    rows in 1usize..12,
-                    m in 1usize..12,
-                    k in 1usize..80,
-                    x_pad in 0usize..9,
-                    w_pad in 0usize..9,
-                    seed in proptest::prelude::any::<u64>(),
-                    extreme in proptest::bool::ANY,
-                ) {
-                    let mut s = seed | 1;
-                    let mut next = move || {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        // Sometimes only the extremes -128/127, the largest products and sums.
-                        if extreme { if s & 1 == 0 { -128 } else { 127 } } else { (s >> 24) as i8 }
-                    };
-                    // Rows `k + pad` apart: a column block of a wider matrix (pad 0: packed).
-                    let (xs, ws) = (k + x_pad, k + w_pad);
-                    let x: Vec<i8> = (0..rows * xs).map(|_| next()).collect();
-                    let w: Vec<i8> = (0..m * ws).map(|_| next()).collect();
-                    let (x, w) = (Rows::strided(&x, k, xs, rows), Rows::strided(&w, k, ws, m));
-                    proptest::prop_assert_eq!((x.count(), w.count()), (rows, m));
-                    let want = run(x, w, |x, w, e| generic::matmul(x, w, &mut |t, o, a| e(t, o, a)));
-                    let got = run(x, w, |x, w, e| $kernel(x, w, &mut |t, o, a| e(t, o, a)));
-                    proptest::prop_assert!(want.iter().all(|v| v.is_some()));
-                    proptest::prop_assert_eq!(got, want);
+                fn equals_the_generic_kernel(seed in proptest::prelude::any::<u64>()) {
+                    let case = int8_matmul_case(seed, KERNEL);
+                    proptest::prop_assert!(case.is_ok(), "{:?}", case);
                 }
             }
 
@@ -291,8 +257,9 @@ macro_rules! kernel_tests {
                 let k = super::super::MAX_REDUCTION;
                 let x = vec![-128i8; k];
                 let x = Rows::packed(&x, k);
-                let got = run(x, x, |x, w, e| $kernel(x, w, &mut |t, o, a| e(t, o, a)));
-                assert_eq!(got, vec![Some((k as i32) * 16384)]);
+                let mut got = vec![];
+                KERNEL(x, x, &mut |t, o, a| got.push((t, o, a)));
+                assert_eq!(got, vec![(0, 0, (k as i32) * 16384)]);
             }
         }
     };

@@ -15,8 +15,9 @@ use crate::attention::{AttentionSink, HeadMix, RowScratch, class_attention, talk
 use crate::input::Image;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
+use crate::model::Stages;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::{self, ATTENTION_ROWS};
+use crate::workspace::{self, ATTENTION_ROWS, floats};
 
 /// Every size the forward pass uses, derived once from a validated config.
 #[derive(Clone, Copy, Debug)]
@@ -199,7 +200,7 @@ impl<'a> Stem<'a> {
         dims: &Dims,
         probe: &mut MaybeProbe<'_>,
     ) {
-        let (d, p, len) = (dims.d, dims.patch, dims.patch_len);
+        let (d, len) = (dims.d, dims.patch_len);
         let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
         let passes = tokens
             .chunks_mut(per_pass * d)
@@ -207,15 +208,9 @@ impl<'a> Stem<'a> {
         for (pass, (xs, pos)) in passes.enumerate() {
             let count = xs.len() / d;
             let cols = &mut scratch[..count * len];
-            for (j, col) in cols.chunks_exact_mut(len).enumerate() {
-                let idx = pass * per_pass + j;
-                let (gy, gx) = (idx / dims.grid_cols, idx % dims.grid_cols);
-                // One patch as conv weight order [C, p, p]: channel, kernel row, kernel column.
-                for (row, dst) in col.chunks_exact_mut(p).enumerate() {
-                    let (c, ky) = (row / p, row % p);
-                    image.row(c, gy * p + ky, gx * p, dst);
-                }
-            }
+            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
+                img.row(c, y, x, dst)
+            });
             probe.f32(Site::PatchEmbed, Point::Input, len, cols);
             self.patch_embed.forward(cols, xs, Epilogue::Store);
             for (x, &e) in xs.iter_mut().zip(pos) {
@@ -239,24 +234,14 @@ impl<'a> Stem<'a> {
     ) {
         let d = dims.d;
         let (pooled, rest) = scratch.split_at_mut(d);
-        match self.global_pool {
-            GlobalPool::Token => self.norm.apply(cls, pooled),
-            GlobalPool::Avg => {
-                // timm: x[:, 1:].mean(1) of the normalised tokens; summed in token order.
-                let normed = &mut rest[..d];
-                pooled.fill(0.0);
-                for x in tokens.chunks_exact(d) {
-                    self.norm.apply(x, normed);
-                    for (s, &v) in pooled.iter_mut().zip(normed.iter()) {
-                        *s += v;
-                    }
-                }
-                let n = dims.n as f32;
-                for s in pooled.iter_mut() {
-                    *s /= n;
-                }
-            }
-        }
+        pool(
+            &self.norm,
+            self.global_pool,
+            tokens,
+            cls,
+            pooled,
+            &mut rest[..d],
+        );
         if let Some(features) = features {
             features.copy_from_slice(pooled);
         }
@@ -267,6 +252,43 @@ impl<'a> Stem<'a> {
         }
         probe.f32(Site::Head, Point::Output, logits.len(), logits);
     }
+}
+
+/// The final `norm` and timm's pooling into `pooled` (`D` values): the normalised class token
+/// (`token`), or the mean of the normalised patch tokens, summed in token order (`avg`: timm's
+/// `x[:, 1:].mean(1)`), `normed` (`D` values) holding each in turn.
+pub(crate) fn pool(
+    norm: &LayerNorm<'_>,
+    global_pool: GlobalPool,
+    tokens: &[f32],
+    cls: &[f32],
+    pooled: &mut [f32],
+    normed: &mut [f32],
+) {
+    match global_pool {
+        GlobalPool::Token => norm.apply(cls, pooled),
+        GlobalPool::Avg => {
+            pooled.fill(0.0);
+            let d = pooled.len();
+            for x in tokens.chunks_exact(d) {
+                norm.apply(x, normed);
+                for (s, &v) in pooled.iter_mut().zip(normed.iter()) {
+                    *s += v;
+                }
+            }
+            let n = tokens.len().checked_div(d).unwrap_or(0) as f32;
+            for s in pooled.iter_mut() {
+                *s /= n;
+            }
+        }
+    }
+}
+
+/// Token `t` of the class-attention input `[cls; x]`: the class token, then the patch tokens.
+#[inline]
+pub(crate) fn class_attention_input<'x>(cls: &'x [f32], x: &'x [f32], t: usize) -> &'x [f32] {
+    let d = cls.len();
+    if t == 0 { cls } else { &x[(t - 1) * d..t * d] }
 }
 
 /// The scratch region as the attention uses it (see [`crate::workspace`]).
@@ -498,12 +520,7 @@ impl<'a> ClassAttentionBlock<'a> {
             for (pass, values) in a.values.chunks_mut(rows * d).enumerate() {
                 let tile = &mut a.tile_in[..values.len()];
                 for (j, out) in tile.chunks_exact_mut(d).enumerate() {
-                    let t = pass * rows + j;
-                    let token = if t == 0 {
-                        &*cls
-                    } else {
-                        &x[(t - 1) * d..t * d]
-                    };
+                    let token = class_attention_input(cls, x, pass * rows + j);
                     self.norm1.apply(token, out);
                 }
                 probe.f32(site, Point::Norm1, d, tile);
@@ -549,5 +566,70 @@ impl<'a> ClassAttentionBlock<'a> {
         self.fc2
             .forward(hid, cls, Epilogue::LayerScaleAdd(self.gamma_2));
         probe.f32(site, Point::Output, d, cls);
+    }
+}
+
+/// The float engine's stages (f32 and f16 packs), for [`crate::model::drive`].
+pub(crate) struct FloatStages<'s, 'r, 'p, 'a> {
+    pub(crate) r: &'s Resolver<'r, 'a>,
+    pub(crate) stem: &'s Stem<'p>,
+    pub(crate) dims: &'s Dims,
+}
+
+impl Stages for FloatStages<'_, '_, '_, '_> {
+    fn patch_embed(
+        &self,
+        image: &Image<'_, '_>,
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        self.stem
+            .patch_embed(image, tokens, floats(scratch), self.dims, probe)
+    }
+
+    fn self_attention(
+        &self,
+        i: u32,
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error> {
+        let block = SelfAttentionBlock::resolve(self.r, i)?;
+        block.forward(tokens, floats(scratch), self.dims, Site::Block(i), probe);
+        Ok(())
+    }
+
+    fn cls_token(&self) -> &[f32] {
+        self.stem.cls_token
+    }
+
+    fn class_attention(
+        &self,
+        i: u32,
+        tokens: &[f32],
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        sink: Option<&mut dyn AttentionSink>,
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error> {
+        let block = ClassAttentionBlock::resolve(self.r, i)?;
+        let scratch = floats(scratch);
+        block.forward(tokens, cls, scratch, self.dims, i as usize, sink, probe);
+        Ok(())
+    }
+
+    fn head(
+        &self,
+        tokens: &[f32],
+        cls: &[f32],
+        scratch: &mut [u8],
+        features: Option<&mut [f32]>,
+        logits: &mut [f32],
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let scratch = floats(scratch);
+        self.stem
+            .head(tokens, cls, scratch, features, logits, self.dims, probe)
     }
 }

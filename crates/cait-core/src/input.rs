@@ -2,6 +2,7 @@
 
 use cait_pack::Preprocess;
 
+use crate::blocks::Dims;
 use crate::kernels::int8::ActQuant;
 
 /// How the channels of an 8-bit frame are laid out.
@@ -69,6 +70,28 @@ impl<'i, 'p> Image<'i, 'p> {
         match layout {
             PixelLayout::Chw => (c * h + y) * w + x,
             PixelLayout::Hwc => (y * w + x) * chans + c,
+        }
+    }
+
+    /// Patches `first..` of the image into `cols`, one `C·p²` column each in conv weight order
+    /// (channel, kernel row, kernel column): as many as `cols` holds whole. `row(image, c, y, x,
+    /// dst)` reads one kernel row ([`row`](Self::row), or [`row_quantized`](Self::row_quantized)).
+    #[inline]
+    pub(crate) fn im2col<T>(
+        &self,
+        dims: &Dims,
+        first: usize,
+        cols: &mut [T],
+        row: impl Fn(&Self, usize, usize, usize, &mut [T]),
+    ) {
+        let p = dims.patch;
+        for (j, col) in cols.chunks_exact_mut(dims.patch_len).enumerate() {
+            let idx = first + j;
+            let (gy, gx) = (idx / dims.grid_cols, idx % dims.grid_cols);
+            for (r, dst) in col.chunks_exact_mut(p).enumerate() {
+                let (c, ky) = (r / p, r % p);
+                row(self, c, gy * p + ky, gx * p, dst);
+            }
         }
     }
 

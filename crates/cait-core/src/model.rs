@@ -6,12 +6,12 @@ use cait_pack::{ModelConfig, Pack, Precision};
 
 use crate::Error;
 use crate::attention::AttentionSink;
-use crate::blocks::{ClassAttentionBlock, Dims, Resolver, SelfAttentionBlock, Stem};
+use crate::blocks::{ClassAttentionBlock, Dims, FloatStages, Resolver, SelfAttentionBlock, Stem};
 use crate::input::{Image, Input};
 use crate::int8::{self, Int8Resolver, Modes};
 use crate::kernels::int8::MAX_REDUCTION;
-use crate::probe::{MaybeProbe, Probe, Site};
-use crate::workspace::{as_aligned_bytes, as_floats, checked_workspace_bytes};
+use crate::probe::{MaybeProbe, Probe};
+use crate::workspace::{as_aligned_bytes, checked_workspace_bytes, take};
 
 /// A CaiT model whose weights are borrowed from a [`Pack`].
 ///
@@ -287,64 +287,109 @@ impl<'a> Model<'a> {
             pack: &self.pack,
             cfg: &self.config,
         };
+        let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
+        let cfg = &self.config;
         match &self.engine {
             #[cfg(feature = "int8")]
             Engine::Int8(stem) => {
-                let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
-                let r8 = Int8Resolver { r: &r };
-                int8::forward(&r8, stem, dims, &image, ws, outputs, probe)
+                let r = Int8Resolver { r: &r };
+                let stages = int8::Stages { r: &r, stem, dims };
+                drive(&stages, cfg, dims, &image, ws, outputs, probe)
             }
             #[cfg(feature = "float")]
-            Engine::Float(stem) => self.run_float(stem, &r, &image, workspace, outputs, probe),
+            Engine::Float(stem) => {
+                let stages = FloatStages { r: &r, stem, dims };
+                drive(&stages, cfg, dims, &image, ws, outputs, probe)
+            }
             #[cfg(not(any(feature = "float", feature = "int8")))]
             Engine::Unbuilt(never, _) => match *never {},
         }
     }
+}
 
-    /// The float engine's forward pass (f32 and f16 packs).
-    #[cfg(feature = "float")]
-    fn run_float(
+/// One precision's CaiT stages, which [`drive`] runs in timm's order: the float engine's
+/// (`blocks::FloatStages`) and the int8 engine's (`int8::Stages`). The driver — the split of the
+/// workspace into residual stream, class token and scratch, the block loops, the hand-over of the
+/// attention sink — is written once, here.
+pub(crate) trait Stages {
+    /// `tokens = PatchEmbed(image) + pos_embed`.
+    fn patch_embed(
         &self,
-        stem: &Stem<'_>,
-        r: &Resolver<'_, '_>,
         image: &Image<'_, '_>,
-        workspace: &mut [u8],
-        outputs: Outputs<'_>,
-        probe: Option<&mut dyn Probe>,
-    ) -> Result<(), Error> {
-        let Outputs {
-            logits,
-            features,
-            mut attention,
-        } = outputs;
-        let dims = &self.dims;
-        let mut probe = MaybeProbe(probe);
-        let ws = as_floats(workspace, self.workspace_bytes)?;
-        let (tokens, rest) = ws.split_at_mut(dims.n * dims.d);
-        let (cls, scratch) = rest.split_at_mut(dims.d);
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    );
 
-        stem.patch_embed(image, tokens, scratch, dims, &mut probe);
-        for i in 0..self.config.depth {
-            SelfAttentionBlock::resolve(r, i)?.forward(
-                tokens,
-                scratch,
-                dims,
-                Site::Block(i),
-                &mut probe,
-            );
-        }
-        cls.copy_from_slice(stem.cls_token);
-        for i in 0..self.config.depth_token_only {
-            let block = ClassAttentionBlock::resolve(r, i)?;
-            // Reborrow the sink for this block (`as_deref_mut` cannot shorten a trait object's lifetime).
-            let sink = attention
-                .as_mut()
-                .map(|s| &mut **s as &mut dyn AttentionSink);
-            block.forward(tokens, cls, scratch, dims, i as usize, sink, &mut probe);
-        }
-        stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
-        Ok(())
+    /// `blocks.{i}` on the patch tokens.
+    fn self_attention(
+        &self,
+        i: u32,
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error>;
+
+    /// The class token's initial value, `D` values.
+    fn cls_token(&self) -> &[f32];
+
+    /// `blocks_token_only.{i}`: updates `cls` from `[cls; tokens]`.
+    fn class_attention(
+        &self,
+        i: u32,
+        tokens: &[f32],
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        sink: Option<&mut dyn AttentionSink>,
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error>;
+
+    /// Final norm, pooling and head into `logits` (and the pooled `features`).
+    #[allow(clippy::too_many_arguments)]
+    fn head(
+        &self,
+        tokens: &[f32],
+        cls: &[f32],
+        scratch: &mut [u8],
+        features: Option<&mut [f32]>,
+        logits: &mut [f32],
+        probe: &mut MaybeProbe<'_>,
+    );
+}
+
+/// A forward pass: `workspace` is exactly the layout's bytes, 4-byte aligned (`tokens` `N·D` f32,
+/// `cls` `D` f32, then the scratch; see [`crate::workspace`]).
+pub(crate) fn drive(
+    stages: &impl Stages,
+    cfg: &ModelConfig,
+    dims: &Dims,
+    image: &Image<'_, '_>,
+    workspace: &mut [u8],
+    outputs: Outputs<'_>,
+    probe: Option<&mut dyn Probe>,
+) -> Result<(), Error> {
+    let Outputs {
+        logits,
+        features,
+        mut attention,
+    } = outputs;
+    let mut probe = MaybeProbe(probe);
+    let (tokens, rest) = take::<f32>(workspace, dims.n * dims.d);
+    let (cls, scratch) = take::<f32>(rest, dims.d);
+    stages.patch_embed(image, tokens, scratch, &mut probe);
+    for i in 0..cfg.depth {
+        stages.self_attention(i, tokens, scratch, &mut probe)?;
     }
+    cls.copy_from_slice(stages.cls_token());
+    for i in 0..cfg.depth_token_only {
+        // Reborrow the sink for this block (`as_deref_mut` cannot shorten a trait object's lifetime).
+        let sink = attention
+            .as_mut()
+            .map(|s| &mut **s as &mut dyn AttentionSink);
+        stages.class_attention(i, tokens, cls, scratch, sink, &mut probe)?;
+    }
+    stages.head(tokens, cls, scratch, features, logits, &mut probe);
+    Ok(())
 }
 
 impl fmt::Debug for Model<'_> {

@@ -289,17 +289,6 @@ pub(crate) fn checked_workspace_bytes(
     usize::try_from(bytes).ok()
 }
 
-/// The first `needed` bytes of `bytes` as f32s, or why not.
-pub(crate) fn as_floats(bytes: &mut [u8], needed: usize) -> Result<&mut [f32], Error> {
-    let got = bytes.len();
-    let bytes = bytes
-        .get_mut(..needed)
-        .ok_or(Error::WorkspaceTooSmall { needed, got })?;
-    bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::WorkspaceMisaligned {
-        align: WORKSPACE_ALIGN,
-    })
-}
-
 /// The first `needed` bytes of `bytes` (a multiple of 4), checked to start 4-byte aligned.
 pub(crate) fn as_aligned_bytes(bytes: &mut [u8], needed: usize) -> Result<&mut [u8], Error> {
     let got = bytes.len();
@@ -312,6 +301,13 @@ pub(crate) fn as_aligned_bytes(bytes: &mut [u8], needed: usize) -> Result<&mut [
         });
     }
     Ok(bytes)
+}
+
+/// `scratch` (which starts 4-byte aligned: it follows the f32 `tokens` and `cls`) as f32s, its
+/// whole-f32 prefix: the float engine's view of the scratch, and the f16 blocks' of a mixed pack.
+pub(crate) fn floats(scratch: &mut [u8]) -> &mut [f32] {
+    let whole = scratch.len() / 4 * 4;
+    bytemuck::cast_slice_mut(&mut scratch[..whole])
 }
 
 /// Splits `count` values of `T` off the front of `buf`, which starts 4-byte aligned; the bytes

@@ -8,15 +8,15 @@ use cait_pack::{BlockParam, GlobalPool, TensorId};
 
 use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
+use crate::Error;
 use crate::attention::{AttentionSink, HeadMix};
-use crate::blocks::Dims;
+use crate::blocks::{Dims, class_attention_input, pool};
 use crate::input::Image;
 use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::{self, take};
-use crate::{Error, Outputs};
+use crate::workspace::{self, floats, take};
 
 /// Stem and head: everything outside the blocks.
 #[derive(Clone, Copy)]
@@ -62,10 +62,6 @@ impl<'a> Stem<'a> {
         })
     }
 
-    pub(crate) fn cls_token(&self) -> &'a [f32] {
-        self.cls_token
-    }
-
     /// `tokens = Conv2d(k = s = p)(image) + pos_embed` on the int8 image, as many patches per pass
     /// as fit in `scratch`.
     pub(crate) fn patch_embed(
@@ -76,7 +72,7 @@ impl<'a> Stem<'a> {
         dims: &Dims,
         probe: &mut MaybeProbe<'_>,
     ) {
-        let (d, p, len) = (dims.d, dims.patch, dims.patch_len);
+        let (d, len) = (dims.d, dims.patch_len);
         // `take` rounds each region up to 4 bytes: keep 3 spare.
         let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
         let (cols, _) = take::<i8>(scratch, per_pass * len);
@@ -87,14 +83,9 @@ impl<'a> Stem<'a> {
         for (pass, (xs, pos)) in passes.enumerate() {
             let count = xs.len() / d;
             let cols = &mut cols[..count * len];
-            for (j, col) in cols.chunks_exact_mut(len).enumerate() {
-                let idx = pass * per_pass + j;
-                let (gy, gx) = (idx / dims.grid_cols, idx % dims.grid_cols);
-                for (row, dst) in col.chunks_exact_mut(p).enumerate() {
-                    let (c, ky) = (row / p, row % p);
-                    image.row_quantized(c, gy * p + ky, gx * p, &q, dst);
-                }
-            }
+            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
+                img.row_quantized(c, y, x, &q, dst)
+            });
             probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
             self.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
                 xs[t * d + o] = y + pos[t * d + o];
@@ -119,22 +110,7 @@ impl<'a> Stem<'a> {
         let (pooled, rest) = take::<f32>(scratch, d);
         let (normed, rest) = take::<f32>(rest, d);
         let (quantized, _) = take::<i8>(rest, d);
-        match self.global_pool {
-            GlobalPool::Token => self.norm.apply(cls, pooled),
-            GlobalPool::Avg => {
-                pooled.fill(0.0);
-                for x in tokens.chunks_exact(d) {
-                    self.norm.apply(x, normed);
-                    for (s, &v) in pooled.iter_mut().zip(normed.iter()) {
-                        *s += v;
-                    }
-                }
-                let n = dims.n as f32;
-                for s in pooled.iter_mut() {
-                    *s /= n;
-                }
-            }
-        }
+        pool(&self.norm, self.global_pool, tokens, cls, pooled, normed);
         // Undo the smoothing for the features (into `normed`, free now).
         let (scale, shift) = self.smooth;
         for (((f, &v), &s), &b) in normed.iter_mut().zip(pooled.iter()).zip(scale).zip(shift) {
@@ -566,12 +542,7 @@ impl<'a> ClassAttentionBlock<'a> {
                 let count = rows.min(tokens - base);
                 let tile = &mut a.tile_in[..count * d];
                 for (j, out) in tile.chunks_exact_mut(d).enumerate() {
-                    let t = base + j;
-                    let token = if t == 0 {
-                        &*cls
-                    } else {
-                        &x[(t - 1) * d..t * d]
-                    };
+                    let token = class_attention_input(cls, x, base + j);
                     self.norm1.apply_quantized(token, &n1, out);
                 }
                 probe.i8(site, Point::Norm1, d, tile, n1);
@@ -725,65 +696,88 @@ pub(crate) fn check_block(
     }
 }
 
-/// The scratch as f32s, for a block kept in f16 (the workspace is then the mixed layout, whose
-/// scratch holds the f32 one; it starts 4-byte aligned and is a whole number of f32s).
-fn float_scratch(scratch: &mut [u8]) -> &mut [f32] {
-    let whole = scratch.len() / 4 * 4;
-    bytemuck::cast_slice_mut(&mut scratch[..whole])
+/// The int8 engine's stages, for [`crate::model::drive`]; blocks a mixed pack keeps in f16 run
+/// the float engine's code on the f32 view of the scratch (the mixed layout holds the f32 one).
+pub(crate) struct Stages<'s, 'r, 'p, 'a> {
+    pub(crate) r: &'s Int8Resolver<'s, 'r, 'a>,
+    pub(crate) stem: &'s Stem<'p>,
+    pub(crate) dims: &'s Dims,
 }
 
-/// Runs an int8 model: `workspace` holds exactly the int8 (or mixed) layout's bytes, 4-byte
-/// aligned.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    r: &Int8Resolver<'_, '_, '_>,
-    stem: &Stem<'_>,
-    dims: &Dims,
-    input: &Image<'_, '_>,
-    workspace: &mut [u8],
-    outputs: Outputs<'_>,
-    probe: Option<&mut dyn crate::Probe>,
-) -> Result<(), Error> {
-    let Outputs {
-        logits,
-        features,
-        mut attention,
-    } = outputs;
-    let mut probe = MaybeProbe(probe);
-    let cfg = r.r.cfg;
-    let (tokens, rest) = take::<f32>(workspace, dims.n * dims.d);
-    let (cls, scratch) = take::<f32>(rest, dims.d);
-    stem.patch_embed(input, tokens, scratch, dims, &mut probe);
-    let pack = r.r.pack;
-    for i in 0..cfg.depth {
-        let site = Site::Block(i);
-        // (`cfg!`: without the float engine, check_block refused f16 blocks and this code goes.)
-        if cfg!(feature = "float") && cait_pack::int8::is_f16_block(pack, false, i) {
-            let block = crate::blocks::SelfAttentionBlock::resolve(r.r, i)?;
-            block.forward(tokens, float_scratch(scratch), dims, site, &mut probe);
-        } else {
-            let block = SelfAttentionBlock::resolve(r, i)?;
-            block.forward(tokens, scratch, dims, stem.modes, site, &mut probe);
-        }
+impl Stages<'_, '_, '_, '_> {
+    /// Whether block `i` is kept in f16 (`cfg!`: without the float engine, `check_block` refused
+    /// such packs and the float code goes).
+    fn f16(&self, token_only: bool, i: u32) -> bool {
+        cfg!(feature = "float") && cait_pack::int8::is_f16_block(self.r.r.pack, token_only, i)
     }
-    cls.copy_from_slice(stem.cls_token());
-    for i in 0..cfg.depth_token_only {
-        let sink = attention
-            .as_mut()
-            .map(|s| &mut **s as &mut dyn AttentionSink);
-        let b = i as usize;
-        if cfg!(feature = "float") && cait_pack::int8::is_f16_block(pack, true, i) {
-            let block = crate::blocks::ClassAttentionBlock::resolve(r.r, i)?;
-            let scratch = float_scratch(scratch);
-            block.forward(tokens, cls, scratch, dims, b, sink, &mut probe);
-        } else {
-            let modes = stem.modes;
-            let block = ClassAttentionBlock::resolve(r, i, modes.class_dynamic)?;
-            block.forward(tokens, cls, scratch, dims, modes, b, sink, &mut probe);
-        }
+}
+
+impl crate::model::Stages for Stages<'_, '_, '_, '_> {
+    fn patch_embed(
+        &self,
+        image: &Image<'_, '_>,
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        self.stem
+            .patch_embed(image, tokens, scratch, self.dims, probe)
     }
-    stem.head(tokens, cls, scratch, features, logits, dims, &mut probe);
-    Ok(())
+
+    fn self_attention(
+        &self,
+        i: u32,
+        tokens: &mut [f32],
+        scratch: &mut [u8],
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error> {
+        let (site, dims) = (Site::Block(i), self.dims);
+        if self.f16(false, i) {
+            let block = crate::blocks::SelfAttentionBlock::resolve(self.r.r, i)?;
+            block.forward(tokens, floats(scratch), dims, site, probe);
+        } else {
+            let block = SelfAttentionBlock::resolve(self.r, i)?;
+            block.forward(tokens, scratch, dims, self.stem.modes, site, probe);
+        }
+        Ok(())
+    }
+
+    fn cls_token(&self) -> &[f32] {
+        self.stem.cls_token
+    }
+
+    fn class_attention(
+        &self,
+        i: u32,
+        tokens: &[f32],
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        sink: Option<&mut dyn AttentionSink>,
+        probe: &mut MaybeProbe<'_>,
+    ) -> Result<(), Error> {
+        let (b, dims, modes) = (i as usize, self.dims, self.stem.modes);
+        if self.f16(true, i) {
+            let block = crate::blocks::ClassAttentionBlock::resolve(self.r.r, i)?;
+            block.forward(tokens, cls, floats(scratch), dims, b, sink, probe);
+        } else {
+            let block = ClassAttentionBlock::resolve(self.r, i, modes.class_dynamic)?;
+            block.forward(tokens, cls, scratch, dims, modes, b, sink, probe);
+        }
+        Ok(())
+    }
+
+    fn head(
+        &self,
+        tokens: &[f32],
+        cls: &[f32],
+        scratch: &mut [u8],
+        features: Option<&mut [f32]>,
+        logits: &mut [f32],
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        self.stem
+            .head(tokens, cls, scratch, features, logits, self.dims, probe)
+    }
 }
 
 #[cfg(test)]

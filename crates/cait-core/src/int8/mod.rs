@@ -30,7 +30,7 @@ mod tests;
 use cait_pack::int8::{self as names, Int8Tensor, NameBuf, act};
 use cait_pack::{ErrorName, Pack, PackError, Quant, Shape, TensorId, TensorView};
 
-pub(crate) use blocks::{Stem, check_block, forward};
+pub(crate) use blocks::{Stages, Stem, check_block};
 
 use crate::Error;
 use crate::blocks::Resolver;

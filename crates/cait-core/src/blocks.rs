@@ -187,71 +187,6 @@ impl<'a> Stem<'a> {
             global_pool: r.cfg.global_pool,
         })
     }
-
-    /// `tokens = Conv2d(k = s = p)(image) + pos_embed`, a pass of as many patches as fit in `scratch`.
-    // Out of line: run once per image, it would only crowd the register allocation of the
-    // block loops it would be inlined beside.
-    #[inline(never)]
-    pub(crate) fn patch_embed(
-        &self,
-        image: &Image<'_, '_>,
-        tokens: &mut [f32],
-        scratch: &mut [f32],
-        dims: &Dims,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, len) = (dims.d, dims.patch_len);
-        let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
-        let passes = tokens
-            .chunks_mut(per_pass * d)
-            .zip(self.pos_embed.chunks(per_pass * d));
-        for (pass, (xs, pos)) in passes.enumerate() {
-            let count = xs.len() / d;
-            let cols = &mut scratch[..count * len];
-            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
-                img.row(c, y, x, dst)
-            });
-            probe.f32(Site::PatchEmbed, Point::Input, len, cols);
-            self.patch_embed.forward(cols, xs, Epilogue::Store);
-            for (x, &e) in xs.iter_mut().zip(pos) {
-                *x += e;
-            }
-        }
-        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
-    }
-
-    /// `norm`, pooling, `head`. `features` receives the pooled vector when given.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn head(
-        &self,
-        tokens: &[f32],
-        cls: &[f32],
-        scratch: &mut [f32],
-        features: Option<&mut [f32]>,
-        logits: &mut [f32],
-        dims: &Dims,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let d = dims.d;
-        let (pooled, rest) = scratch.split_at_mut(d);
-        pool(
-            &self.norm,
-            self.global_pool,
-            tokens,
-            cls,
-            pooled,
-            &mut rest[..d],
-        );
-        if let Some(features) = features {
-            features.copy_from_slice(pooled);
-        }
-        probe.f32(Site::Head, Point::Input, d, pooled);
-        match &self.head {
-            Some(head) => head.forward(pooled, logits, Epilogue::Store),
-            None => logits.copy_from_slice(pooled),
-        }
-        probe.f32(Site::Head, Point::Output, logits.len(), logits);
-    }
 }
 
 /// The final `norm` and timm's pooling into `pooled` (`D` values): the normalised class token
@@ -577,6 +512,9 @@ pub(crate) struct FloatStages<'s, 'r, 'p, 'a> {
 }
 
 impl Stages for FloatStages<'_, '_, '_, '_> {
+    // Out of line: run once per image, it would only crowd the register allocation of the
+    // block loops it would be inlined beside.
+    #[inline(never)]
     fn patch_embed(
         &self,
         image: &Image<'_, '_>,
@@ -584,8 +522,25 @@ impl Stages for FloatStages<'_, '_, '_, '_> {
         scratch: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     ) {
-        self.stem
-            .patch_embed(image, tokens, floats(scratch), self.dims, probe)
+        let (stem, dims, scratch) = (self.stem, self.dims, floats(scratch));
+        let (d, len) = (dims.d, dims.patch_len);
+        let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
+        let passes = tokens
+            .chunks_mut(per_pass * d)
+            .zip(stem.pos_embed.chunks(per_pass * d));
+        for (pass, (xs, pos)) in passes.enumerate() {
+            let count = xs.len() / d;
+            let cols = &mut scratch[..count * len];
+            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
+                img.row(c, y, x, dst)
+            });
+            probe.f32(Site::PatchEmbed, Point::Input, len, cols);
+            stem.patch_embed.forward(cols, xs, Epilogue::Store);
+            for (x, &e) in xs.iter_mut().zip(pos) {
+                *x += e;
+            }
+        }
+        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
     }
 
     fn self_attention(
@@ -628,8 +583,25 @@ impl Stages for FloatStages<'_, '_, '_, '_> {
         logits: &mut [f32],
         probe: &mut MaybeProbe<'_>,
     ) {
-        let scratch = floats(scratch);
-        self.stem
-            .head(tokens, cls, scratch, features, logits, self.dims, probe)
+        let (stem, dims, scratch) = (self.stem, self.dims, floats(scratch));
+        let d = dims.d;
+        let (pooled, rest) = scratch.split_at_mut(d);
+        pool(
+            &stem.norm,
+            stem.global_pool,
+            tokens,
+            cls,
+            pooled,
+            &mut rest[..d],
+        );
+        if let Some(features) = features {
+            features.copy_from_slice(pooled);
+        }
+        probe.f32(Site::Head, Point::Input, d, pooled);
+        match &stem.head {
+            Some(head) => head.forward(pooled, logits, Epilogue::Store),
+            None => logits.copy_from_slice(pooled),
+        }
+        probe.f32(Site::Head, Point::Output, logits.len(), logits);
     }
 }

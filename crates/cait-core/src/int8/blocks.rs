@@ -61,83 +61,6 @@ impl<'a> Stem<'a> {
             modes,
         })
     }
-
-    /// `tokens = Conv2d(k = s = p)(image) + pos_embed` on the int8 image, as many patches per pass
-    /// as fit in `scratch`.
-    pub(crate) fn patch_embed(
-        &self,
-        image: &Image<'_, '_>,
-        tokens: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, len) = (dims.d, dims.patch_len);
-        // `take` rounds each region up to 4 bytes: keep 3 spare.
-        let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
-        let (cols, _) = take::<i8>(scratch, per_pass * len);
-        let q = self.input;
-        let passes = tokens
-            .chunks_mut(per_pass * d)
-            .zip(self.pos_embed.chunks(per_pass * d));
-        for (pass, (xs, pos)) in passes.enumerate() {
-            let count = xs.len() / d;
-            let cols = &mut cols[..count * len];
-            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
-                img.row_quantized(c, y, x, &q, dst)
-            });
-            probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
-            self.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
-                xs[t * d + o] = y + pos[t * d + o];
-            });
-        }
-        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
-    }
-
-    /// `norm`, pooling, `head`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn head(
-        &self,
-        tokens: &[f32],
-        cls: &[f32],
-        scratch: &mut [u8],
-        features: Option<&mut [f32]>,
-        logits: &mut [f32],
-        dims: &Dims,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let d = dims.d;
-        let (pooled, rest) = take::<f32>(scratch, d);
-        let (normed, rest) = take::<f32>(rest, d);
-        let (quantized, _) = take::<i8>(rest, d);
-        pool(&self.norm, self.global_pool, tokens, cls, pooled, normed);
-        // Undo the smoothing for the features (into `normed`, free now).
-        let (scale, shift) = self.smooth;
-        for (((f, &v), &s), &b) in normed.iter_mut().zip(pooled.iter()).zip(scale).zip(shift) {
-            *f = v * s + b;
-        }
-        if let Some(features) = features {
-            features.copy_from_slice(normed);
-        }
-        match &self.head {
-            Some((head, q)) if self.modes.class_dynamic => {
-                let row = ActQuant::of_row(pooled);
-                row.quantize_slice(pooled, quantized);
-                probe.i8(Site::Head, Point::Input, d, quantized, row);
-                head.forward_row(quantized, &row, q, logits);
-            }
-            Some((head, q)) => {
-                q.quantize_slice(pooled, quantized);
-                probe.i8(Site::Head, Point::Input, d, quantized, *q);
-                head.forward(quantized, q.scale, &mut |_, o, y| logits[o] = y);
-            }
-            None => {
-                probe.f32(Site::Head, Point::Input, d, normed);
-                logits.copy_from_slice(normed);
-            }
-        }
-        probe.f32(Site::Head, Point::Output, logits.len(), logits);
-    }
 }
 
 /// The scratch region as the int8 attention uses it (see `crate::workspace`).
@@ -720,8 +643,27 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
         scratch: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     ) {
-        self.stem
-            .patch_embed(image, tokens, scratch, self.dims, probe)
+        let (stem, dims) = (self.stem, self.dims);
+        let (d, len) = (dims.d, dims.patch_len);
+        // `take` rounds each region up to 4 bytes: keep 3 spare.
+        let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
+        let (cols, _) = take::<i8>(scratch, per_pass * len);
+        let q = stem.input;
+        let passes = tokens
+            .chunks_mut(per_pass * d)
+            .zip(stem.pos_embed.chunks(per_pass * d));
+        for (pass, (xs, pos)) in passes.enumerate() {
+            let count = xs.len() / d;
+            let cols = &mut cols[..count * len];
+            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
+                img.row_quantized(c, y, x, &q, dst)
+            });
+            probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
+            stem.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
+                xs[t * d + o] = y + pos[t * d + o];
+            });
+        }
+        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
     }
 
     fn self_attention(
@@ -775,8 +717,38 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
         logits: &mut [f32],
         probe: &mut MaybeProbe<'_>,
     ) {
-        self.stem
-            .head(tokens, cls, scratch, features, logits, self.dims, probe)
+        let (stem, dims) = (self.stem, self.dims);
+        let d = dims.d;
+        let (pooled, rest) = take::<f32>(scratch, d);
+        let (normed, rest) = take::<f32>(rest, d);
+        let (quantized, _) = take::<i8>(rest, d);
+        pool(&stem.norm, stem.global_pool, tokens, cls, pooled, normed);
+        // Undo the smoothing for the features (into `normed`, free now).
+        let (scale, shift) = stem.smooth;
+        for (((f, &v), &s), &b) in normed.iter_mut().zip(pooled.iter()).zip(scale).zip(shift) {
+            *f = v * s + b;
+        }
+        if let Some(features) = features {
+            features.copy_from_slice(normed);
+        }
+        match &stem.head {
+            Some((head, q)) if stem.modes.class_dynamic => {
+                let row = ActQuant::of_row(pooled);
+                row.quantize_slice(pooled, quantized);
+                probe.i8(Site::Head, Point::Input, d, quantized, row);
+                head.forward_row(quantized, &row, q, logits);
+            }
+            Some((head, q)) => {
+                q.quantize_slice(pooled, quantized);
+                probe.i8(Site::Head, Point::Input, d, quantized, *q);
+                head.forward(quantized, q.scale, &mut |_, o, y| logits[o] = y);
+            }
+            None => {
+                probe.f32(Site::Head, Point::Input, d, normed);
+                logits.copy_from_slice(normed);
+            }
+        }
+        probe.f32(Site::Head, Point::Output, logits.len(), logits);
     }
 }
 

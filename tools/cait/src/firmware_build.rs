@@ -15,8 +15,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The target triple every firmware build is for (firmware/.cargo/config.toml).
+/// The target triple of the boards with an FPU and the DSP extension, mps2-an386 (Cortex-M4) and
+/// mps2-an500 (M7): firmware/.cargo/config.toml's default.
 pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
+
+/// The target triple of mps2-an385 (Cortex-M3: no FPU, no DSP extension).
+pub const FPU_LESS_TARGET: &str = "thumbv7m-none-eabi";
 
 /// The symlink, in the temp dir, through which cargo sees the checkout.
 pub const STABLE_ROOT: &str = "cait-edge-firmware-checkout";
@@ -28,10 +32,15 @@ pub struct FirmwareCargo {
     _lock: File,
 }
 
-/// `cargo build` set up to build `firmware` into `target_dir`: the environment's RUSTFLAGS cleared
+/// `cargo build --target triple` set up to build `firmware` into `target_dir` ([`FIRMWARE_TARGET`]
+/// or [`FPU_LESS_TARGET`]): the environment's RUSTFLAGS cleared
 /// (they would replace the firmware's own link flags), source paths remapped, and the manifest
 /// read through the fixed symlink. Blocks while another checkout's build holds the symlink.
-pub fn firmware_cargo(firmware: &Path, target_dir: &Path) -> std::io::Result<FirmwareCargo> {
+pub fn firmware_cargo(
+    firmware: &Path,
+    target_dir: &Path,
+    triple: &str,
+) -> std::io::Result<FirmwareCargo> {
     let firmware = std::fs::canonicalize(firmware)?;
     let checkout = firmware
         .parent()
@@ -56,11 +65,9 @@ pub fn firmware_cargo(firmware: &Path, target_dir: &Path) -> std::io::Result<Fir
     // config file is found from the working directory, the real firmware/.
     command
         .arg("--config")
-        .arg(format!(
-            "target.{FIRMWARE_TARGET}.rustflags=[{}]",
-            flags.join(", ")
-        ))
+        .arg(format!("target.{triple}.rustflags=[{}]", flags.join(", ")))
         .arg("build")
+        .args(["--target", triple])
         .arg("--manifest-path")
         .arg(manifest)
         .current_dir(&firmware)
@@ -74,9 +81,9 @@ pub fn firmware_cargo(firmware: &Path, target_dir: &Path) -> std::io::Result<Fir
     })
 }
 
-/// Where a release build of `bin` lands under `target_dir`.
-pub fn firmware_elf(target_dir: &Path, bin: &str) -> PathBuf {
-    target_dir.join(FIRMWARE_TARGET).join("release").join(bin)
+/// Where a release build of `bin` for `triple` lands under `target_dir`.
+pub fn firmware_elf(target_dir: &Path, triple: &str, bin: &str) -> PathBuf {
+    target_dir.join(triple).join("release").join(bin)
 }
 
 /// Makes `link` a symlink to `target` (replacing another checkout's).

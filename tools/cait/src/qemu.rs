@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use cait_pack::{ModelConfig, Pack, PackError};
 use serde_json::json;
 
-use crate::firmware_build::{firmware_cargo, firmware_elf};
+use crate::firmware_build::{FIRMWARE_TARGET, FPU_LESS_TARGET, firmware_cargo, firmware_elf};
 use crate::output::group;
 
 /// Arguments of `cait qemu`.
@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long)]
     psram: bool,
     /// Build the int8 kernels without the DSP extension (SXTB16/SMLAD): the portable kernel, for
-    /// before/after comparisons. Results are bit-identical either way.
+    /// before/after comparisons. Results are bit-identical either way. (mps2-an385's Cortex-M3 has
+    /// no DSP extension: always the portable kernel there.)
     #[arg(long)]
     no_dsp: bool,
     /// Seconds the firmware may run in QEMU before it is stopped.
@@ -62,6 +63,9 @@ pub enum Machine {
     /// Arm MPS2 AN500: Cortex-M7, PSRAM at 0x60000000.
     #[value(name = "mps2-an500")]
     Mps2An500,
+    /// Arm MPS2 AN385: Cortex-M3 (no FPU: f32 in soft-float; no DSP extension), AN386's map.
+    #[value(name = "mps2-an385")]
+    Mps2An385,
 }
 
 impl Machine {
@@ -69,6 +73,7 @@ impl Machine {
         match self {
             Machine::Mps2An386 => "mps2-an386",
             Machine::Mps2An500 => "mps2-an500",
+            Machine::Mps2An385 => "mps2-an385",
         }
     }
 
@@ -76,7 +81,21 @@ impl Machine {
         match self {
             Machine::Mps2An386 => "cortex-m4",
             Machine::Mps2An500 => "cortex-m7",
+            Machine::Mps2An385 => "cortex-m3",
         }
+    }
+
+    /// The firmware's target triple.
+    fn triple(self) -> &'static str {
+        match self {
+            Machine::Mps2An385 => FPU_LESS_TARGET,
+            Machine::Mps2An386 | Machine::Mps2An500 => FIRMWARE_TARGET,
+        }
+    }
+
+    /// Whether the CPU has the DSP extension (the SXTB16/SMLAD int8 kernel).
+    fn has_dsp(self) -> bool {
+        self != Machine::Mps2An385
     }
 
     /// The firmware's cargo feature for this board.
@@ -87,7 +106,7 @@ impl Machine {
     /// `(flash, ram, psram)` regions `[start, end)`, as in `firmware/boards/*/memory.x`.
     fn regions(self) -> [(u64, u64); 3] {
         let psram = match self {
-            Machine::Mps2An386 => 0x2100_0000,
+            Machine::Mps2An386 | Machine::Mps2An385 => 0x2100_0000,
             Machine::Mps2An500 => 0x6000_0000,
         };
         [
@@ -334,13 +353,14 @@ fn build_firmware(
     let spinner =
         crate::progress::spinner(format!("building firmware for {}", args.machine.name()));
 
-    let mut build = firmware_cargo(firmware, &target)
+    let triple = args.machine.triple();
+    let mut build = firmware_cargo(firmware, &target, triple)
         .with_context(|| format!("cannot set up the firmware build in {}", firmware.display()))?;
     let cmd = &mut build.command;
     cmd.args(["--release", "--bin", "classify", "--no-default-features"])
         .args(["--features", args.machine.feature()])
         .args(["--features", engines])
-        .args(if args.no_dsp {
+        .args(if args.no_dsp || !args.machine.has_dsp() {
             &[][..]
         } else {
             &["--features", "dsp"][..]
@@ -373,7 +393,7 @@ fn build_firmware(
             firmware.display()
         );
     }
-    let built = firmware_elf(&target, "classify");
+    let built = firmware_elf(&target, triple, "classify");
     let copy = target.join(format!(
         "classify-{}-{}.elf",
         args.machine.name(),

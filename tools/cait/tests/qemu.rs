@@ -14,7 +14,7 @@ use cait_tests::synth;
 
 #[path = "../src/firmware_build.rs"]
 mod firmware_build;
-use firmware_build::{firmware_cargo, firmware_elf};
+use firmware_build::{FIRMWARE_TARGET, FPU_LESS_TARGET, firmware_cargo, firmware_elf};
 
 fn cait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cait"))
@@ -166,7 +166,8 @@ fn f32_tiny_is_bit_exact_on_both_boards() {
 
 /// The bundled Fashion-MNIST model's committed int8 pack, in flash on both boards, on the ten
 /// committed sample images (one per class): the device's logits equal the host core's bit for bit,
-/// and the whole thing fits a part with 256 KiB of RAM and 1 MiB of flash.
+/// and the whole thing fits a part with 256 KiB of RAM and 1 MiB of flash. Also on the portable
+/// kernel and on the FPU-less Cortex-M3 (mps2-an385).
 #[test]
 fn bundled_int8_is_bit_exact_on_both_boards() {
     require_qemu();
@@ -251,6 +252,20 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
         &["firmware/README.md"],
         &thousands(flash),
         "flash (portable kernel)",
+    );
+    // The Cortex-M3 (no FPU: the int8 engine's f32 parts in soft-float; no DSP extension): the
+    // same bits, and the cost that an integer-only engine would remove, in the documents.
+    let run = device(&pack, &input, "mps2-an385", &[]);
+    assert_bit_exact(&logits(&run), &host, "mps2-an385");
+    let instructions = run["instructions"].as_u64().unwrap();
+    eprintln!(
+        "mps2-an385: {instructions} instructions/inference, flash {} B",
+        run["flash_bytes"]
+    );
+    assert_documented(
+        &["firmware/README.md"],
+        &thousands(instructions),
+        "instructions on the Cortex-M3 (soft-float)",
     );
 }
 
@@ -387,7 +402,7 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
             // The lock `cait qemu` takes around its builds of this target dir.
             let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
             lock.lock().unwrap();
-            let mut build = firmware_cargo(&firmware, &target).unwrap();
+            let mut build = firmware_cargo(&firmware, &target, FIRMWARE_TARGET).unwrap();
             let build = build
                 .command
                 .args([
@@ -405,7 +420,11 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
                 String::from_utf8_lossy(&build.stderr)
             );
             let copy = target.join(format!("kernel_check-{machine}-{}.elf", std::process::id()));
-            std::fs::copy(firmware_elf(&target, "kernel_check"), &copy).unwrap();
+            std::fs::copy(
+                firmware_elf(&target, FIRMWARE_TARGET, "kernel_check"),
+                &copy,
+            )
+            .unwrap();
             copy
         };
         let run = Command::new("qemu-system-arm")
@@ -477,7 +496,7 @@ fn firmware_example_runs_and_builds_in_a_fresh_crate() {
     let elf = {
         let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
         lock.lock().unwrap();
-        let mut build = firmware_cargo(&firmware, &target).unwrap();
+        let mut build = firmware_cargo(&firmware, &target, FIRMWARE_TARGET).unwrap();
         let out = build
             .command
             .args(["--release", "--bin", "example"])
@@ -489,7 +508,7 @@ fn firmware_example_runs_and_builds_in_a_fresh_crate() {
             String::from_utf8_lossy(&out.stderr)
         );
         let copy = target.join(format!("example-{}.elf", std::process::id()));
-        std::fs::copy(firmware_elf(&target, "example"), &copy).unwrap();
+        std::fs::copy(firmware_elf(&target, FIRMWARE_TARGET, "example"), &copy).unwrap();
         copy
     };
     let text = run_elf(&elf);
@@ -597,10 +616,10 @@ fn fixed_point_kernels_are_bit_exact_and_float_free_on_the_cortex_m3() {
         let elf = {
             let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
             lock.lock().unwrap();
-            let mut build = firmware_cargo(&firmware, &target).unwrap();
+            let mut build = firmware_cargo(&firmware, &target, triple).unwrap();
             let build = build
                 .command
-                .args(["--release", "--bin", "fixed_check", "--target", triple])
+                .args(["--release", "--bin", "fixed_check"])
                 .args(["--no-default-features", "--features", features])
                 .output()
                 .unwrap();
@@ -610,7 +629,7 @@ fn fixed_point_kernels_are_bit_exact_and_float_free_on_the_cortex_m3() {
                 String::from_utf8_lossy(&build.stderr)
             );
             let copy = target.join(format!("fixed_check-{machine}-{}.elf", std::process::id()));
-            std::fs::copy(target.join(triple).join("release/fixed_check"), &copy).unwrap();
+            std::fs::copy(firmware_elf(&target, triple, "fixed_check"), &copy).unwrap();
             copy
         };
         if machine == "mps2-an385" {

@@ -394,60 +394,11 @@ fn corrupted_pack_in_flash_is_refused_at_start_up() {
 #[test]
 fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
     require_qemu();
-    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
-    let target = firmware.join("target");
-    std::fs::create_dir_all(&target).unwrap();
     for (machine, cpu) in [("mps2-an386", "cortex-m4"), ("mps2-an500", "cortex-m7")] {
-        let elf = {
-            // The lock `cait qemu` takes around its builds of this target dir.
-            let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
-            lock.lock().unwrap();
-            let mut build = firmware_cargo(&firmware, &target, FIRMWARE_TARGET).unwrap();
-            let build = build
-                .command
-                .args([
-                    "--release",
-                    "--bin",
-                    "kernel_check",
-                    "--no-default-features",
-                ])
-                .args(["--features", &format!("{machine},dsp,int8")])
-                .output()
-                .unwrap();
-            assert!(
-                build.status.success(),
-                "{}",
-                String::from_utf8_lossy(&build.stderr)
-            );
-            let copy = target.join(format!("kernel_check-{machine}-{}.elf", std::process::id()));
-            std::fs::copy(
-                firmware_elf(&target, FIRMWARE_TARGET, "kernel_check"),
-                &copy,
-            )
-            .unwrap();
-            copy
-        };
-        let run = Command::new("qemu-system-arm")
-            .args([
-                "-machine", machine, "-cpu", cpu, "-display", "none", "-monitor", "none",
-            ])
-            .args([
-                "-serial",
-                "none",
-                "-semihosting-config",
-                "enable=on,target=native",
-            ])
-            .args(["-icount", "shift=0", "-kernel"])
-            .arg(&elf)
-            .output()
-            .unwrap();
+        let features = format!("{machine},dsp,int8");
+        let elf = build_firmware_bin("kernel_check", FIRMWARE_TARGET, &features, machine);
+        let text = run_elf(&elf, machine, cpu);
         let _ = std::fs::remove_file(&elf);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert!(run.status.success(), "{machine}: {text}");
         assert!(
             text.contains("300 cases") && text.contains("0 failures (dsp kernel)"),
             "{machine}: {text}"
@@ -455,12 +406,39 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
     }
 }
 
-/// Runs an ELF on the emulated Cortex-M4 and returns what it printed, asserting a clean exit.
-fn run_elf(elf: &Path) -> String {
+/// Builds firmware binary `bin` for `triple` with `--no-default-features --features features`
+/// (none: the defaults) and returns a private copy of the ELF (`tag` in its name), built under
+/// the lock `cait qemu` takes around builds in the firmware's target dir.
+fn build_firmware_bin(bin: &str, triple: &str, features: &str, tag: &str) -> PathBuf {
+    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
+    let target = firmware.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut build = firmware_cargo(&firmware, &target, triple).unwrap();
+    let command = build.command.args(["--release", "--bin", bin]);
+    if !features.is_empty() {
+        command.args(["--no-default-features", "--features", features]);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = target.join(format!("{bin}-{tag}-{}.elf", std::process::id()));
+    std::fs::copy(firmware_elf(&target, triple, bin), &copy).unwrap();
+    copy
+}
+
+/// Runs an ELF on `machine`'s `cpu` (instructions counted: `-icount shift=0`) and returns what it
+/// printed, asserting a clean exit.
+fn run_elf(elf: &Path, machine: &str, cpu: &str) -> String {
     let run = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-machine", machine, "-cpu", cpu])
         .args(["-display", "none", "-monitor", "none", "-serial", "none"])
-        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-icount", "shift=0", "-kernel"])
         .arg(elf)
         .output()
         .unwrap();
@@ -469,7 +447,7 @@ fn run_elf(elf: &Path) -> String {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(run.status.success(), "{}: {text}", elf.display());
+    assert!(run.status.success(), "{machine}: {}: {text}", elf.display());
     text
 }
 
@@ -492,26 +470,8 @@ fn firmware_example_runs_and_builds_in_a_fresh_crate() {
         "the frame is the bundled image"
     );
 
-    let target = firmware.join("target");
-    let elf = {
-        let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
-        lock.lock().unwrap();
-        let mut build = firmware_cargo(&firmware, &target, FIRMWARE_TARGET).unwrap();
-        let out = build
-            .command
-            .args(["--release", "--bin", "example"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let copy = target.join(format!("example-{}.elf", std::process::id()));
-        std::fs::copy(firmware_elf(&target, FIRMWARE_TARGET, "example"), &copy).unwrap();
-        copy
-    };
-    let text = run_elf(&elf);
+    let elf = build_firmware_bin("example", FIRMWARE_TARGET, "", "m4");
+    let text = run_elf(&elf, "mps2-an386", "cortex-m4");
     let _ = std::fs::remove_file(&elf);
     assert!(text.contains("class 9 Ankle boot"), "{text}");
 
@@ -582,7 +542,8 @@ codegen-units = 1
         "the example does not build in a fresh crate: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = run_elf(&app.join("target/thumbv7em-none-eabihf/release/app"));
+    let app_elf = app.join("target/thumbv7em-none-eabihf/release/app");
+    let text = run_elf(&app_elf, "mps2-an386", "cortex-m4");
     assert!(text.contains("class 9 Ankle boot"), "fresh crate: {text}");
 }
 
@@ -596,42 +557,21 @@ codegen-units = 1
 #[test]
 fn fixed_point_kernels_are_bit_exact_and_float_free_on_the_cortex_m3() {
     require_qemu();
-    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
-    let target = firmware.join("target");
-    std::fs::create_dir_all(&target).unwrap();
     for (machine, cpu, triple, features) in [
         (
             "mps2-an385",
             "cortex-m3",
-            "thumbv7m-none-eabi",
+            FPU_LESS_TARGET,
             "mps2-an385,int8",
         ),
         (
             "mps2-an386",
             "cortex-m4",
-            "thumbv7em-none-eabihf",
+            FIRMWARE_TARGET,
             "mps2-an386,int8",
         ),
     ] {
-        let elf = {
-            let lock = std::fs::File::create(target.join("cait-qemu.lock")).unwrap();
-            lock.lock().unwrap();
-            let mut build = firmware_cargo(&firmware, &target, triple).unwrap();
-            let build = build
-                .command
-                .args(["--release", "--bin", "fixed_check"])
-                .args(["--no-default-features", "--features", features])
-                .output()
-                .unwrap();
-            assert!(
-                build.status.success(),
-                "{}",
-                String::from_utf8_lossy(&build.stderr)
-            );
-            let copy = target.join(format!("fixed_check-{machine}-{}.elf", std::process::id()));
-            std::fs::copy(firmware_elf(&target, triple, "fixed_check"), &copy).unwrap();
-            copy
-        };
+        let elf = build_firmware_bin("fixed_check", triple, features, machine);
         if machine == "mps2-an385" {
             let symbols = elf_function_symbols(&elf);
             assert!(
@@ -648,16 +588,8 @@ fn fixed_point_kernels_are_bit_exact_and_float_free_on_the_cortex_m3() {
                 .collect();
             assert!(float.is_empty(), "soft-float routines linked: {float:?}");
         }
-        let run = Command::new("qemu-system-arm")
-            .args(["-machine", machine, "-cpu", cpu, "-display", "none"])
-            .args(["-monitor", "none", "-serial", "none"])
-            .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
-            .arg(&elf)
-            .output()
-            .unwrap();
+        let text = run_elf(&elf, machine, cpu);
         let _ = std::fs::remove_file(&elf);
-        let text = String::from_utf8_lossy(&run.stdout).into_owned();
-        assert!(run.status.success(), "{machine}: {text}");
         // "fixed_check on BOARD (CPU): seed 0xS, N cases, digest D"
         let field = |after: &str, end: char| {
             let start = text

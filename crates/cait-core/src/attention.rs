@@ -29,6 +29,14 @@ pub(crate) struct HeadMix<'a> {
     pub(crate) bias: &'a [f32],
 }
 
+/// The two head mixes of a talking-heads attention (timm `TalkingHeadAttn`): `proj_l` on the
+/// logits before the softmax, `proj_w` on the weights after it.
+#[derive(Clone, Copy)]
+pub(crate) struct TalkingHeads<'a> {
+    pub(crate) proj_l: HeadMix<'a>,
+    pub(crate) proj_w: HeadMix<'a>,
+}
+
 impl HeadMix<'_> {
     /// `dst[g][m] = sum_h weight[g][h] * src[h][m] + bias[g]` for rows of length `n`; `src` and `dst`
     /// are `H × n`. The sum over heads is sequential in `h`, then the bias (as `x·Wᵀ + b`).
@@ -169,26 +177,24 @@ pub(crate) struct RowScratch<'w> {
 /// Talking-heads attention (timm `TalkingHeadAttn`) of one query row against `n` keys.
 ///
 /// `q` (`D`, already scaled by `head_dim^-0.5`), `keys` (`D × n`, transposed), `values` (`n × D`),
-/// `out` (`D`): the row of `attn @ v` before `proj`. Pipeline: logits `q·kᵀ` → `proj_l` mixes heads → softmax over keys →
-/// `proj_w` mixes heads (rows no longer sum to 1) → `· v`.
-#[allow(clippy::too_many_arguments)]
+/// `out` (`D`): the row of `attn @ v` before `proj`. Pipeline: logits `q·kᵀ` → `proj_l` mixes
+/// heads → softmax over keys → `proj_w` mixes heads (rows no longer sum to 1) → `· v`.
 pub(crate) fn talking_heads(
     q: &[f32],
     keys: &[f32],
     values: &[f32],
     head_dim: usize,
-    proj_l: &HeadMix<'_>,
-    proj_w: &HeadMix<'_>,
+    mix: &TalkingHeads<'_>,
     scratch: &mut RowScratch<'_>,
     out: &mut [f32],
 ) {
     let n = values.len() / q.len();
     scores(q, keys, head_dim, n, scratch.logits);
-    proj_l.apply(scratch.logits, scratch.weights, n);
+    mix.proj_l.apply(scratch.logits, scratch.weights, n);
     for row in scratch.weights.chunks_exact_mut(n) {
         softmax(row);
     }
-    proj_w.apply(scratch.weights, scratch.logits, n);
+    mix.proj_w.apply(scratch.weights, scratch.logits, n);
     weighted_values(scratch.logits, values, head_dim, n, out);
 }
 

@@ -11,11 +11,13 @@ use cait_pack::{
 };
 
 use crate::Error;
-use crate::attention::{AttentionSink, HeadMix, RowScratch, class_attention, talking_heads};
+use crate::attention::{
+    AttentionSink, HeadMix, RowScratch, TalkingHeads, class_attention, talking_heads,
+};
 use crate::input::Image;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
-use crate::model::Stages;
+use crate::model::{Stages, block};
 use crate::probe::{MaybeProbe, Point, Site};
 use crate::workspace::{self, ATTENTION_ROWS, floats};
 
@@ -227,13 +229,20 @@ pub(crate) fn class_attention_input<'x>(cls: &'x [f32], x: &'x [f32], t: usize) 
 }
 
 /// The scratch region as the attention uses it (see [`crate::workspace`]).
-struct AttentionScratch<'w> {
+pub(crate) struct AttentionScratch<'w> {
+    /// `D × T`: feature `c` of every token (keys stored transposed).
     keys: &'w mut [f32],
+    /// `T × D`.
     values: &'w mut [f32],
     logits: &'w mut [f32],
     weights: &'w mut [f32],
+    /// `norm1` rows, then the attention's output rows.
     tile_in: &'w mut [f32],
     tile_q: &'w mut [f32],
+    /// Keys `T`.
+    tokens: usize,
+    d: usize,
+    head_dim: usize,
 }
 
 impl<'w> AttentionScratch<'w> {
@@ -255,252 +264,238 @@ impl<'w> AttentionScratch<'w> {
             weights: &mut weights[..h * tokens],
             tile_in,
             tile_q,
+            tokens,
+            d,
+            head_dim: dims.head_dim,
         }
     }
 }
 
-/// `blocks.{i}`: timm `LayerScaleBlock` with `TalkingHeadAttn`.
-pub(crate) struct SelfAttentionBlock<'a> {
+/// The attention branch of an f32 or f16 block (`norm1`, `q`/`k`/`v`, `proj`, `gamma_1`).
+pub(crate) struct Attention<'a> {
     gamma_1: &'a [f32],
-    gamma_2: &'a [f32],
     norm1: LayerNorm<'a>,
-    norm2: LayerNorm<'a>,
-    /// Rows `0..D` of `attn.qkv`.
     q: Linear<'a>,
-    /// Rows `D..2D` of `attn.qkv`.
     k: Linear<'a>,
-    /// Rows `2D..3D` of `attn.qkv`.
     v: Linear<'a>,
-    proj_l: HeadMix<'a>,
-    proj_w: HeadMix<'a>,
     proj: Linear<'a>,
-    fc1: Linear<'a>,
-    fc2: Linear<'a>,
+    /// `head_dim^-0.5`.
+    scale: f32,
 }
 
-impl<'a> SelfAttentionBlock<'a> {
-    pub(crate) fn resolve(r: &Resolver<'_, 'a>, i: u32) -> Result<Self, Error> {
-        use BlockParam::*;
-        let id = |p| TensorId::Block(i, p);
-        let d = r.cfg.embed_dim as usize;
-        let qkv = r.linear(id(QkvWeight), id(QkvBias))?;
-        Ok(SelfAttentionBlock {
-            gamma_1: r.f32(id(Gamma1))?,
-            gamma_2: r.f32(id(Gamma2))?,
-            norm1: r.layer_norm(id(Norm1Weight), id(Norm1Bias))?,
-            norm2: r.layer_norm(id(Norm2Weight), id(Norm2Bias))?,
-            q: qkv.output_rows(0, d),
-            k: qkv.output_rows(d, d),
-            v: qkv.output_rows(2 * d, d),
-            proj_l: HeadMix {
-                weight: r.f32(id(ProjLWeight))?,
-                bias: r.f32(id(ProjLBias))?,
-            },
-            proj_w: HeadMix {
-                weight: r.f32(id(ProjWWeight))?,
-                bias: r.f32(id(ProjWBias))?,
-            },
-            proj: r.linear(id(ProjWeight), id(ProjBias))?,
-            fc1: r.linear(id(Fc1Weight), id(Fc1Bias))?,
-            fc2: r.linear(id(Fc2Weight), id(Fc2Bias))?,
-        })
+impl block::Attention for Attention<'_> {
+    type Scratch<'w> = AttentionScratch<'w>;
+
+    fn scratch<'w>(&self, scratch: &'w mut [u8], dims: &Dims, tokens: usize) -> Self::Scratch<'w> {
+        AttentionScratch::split(floats(scratch), dims, tokens)
     }
 
-    /// `x += gamma_1 * TalkingHeadAttn(norm1(x)); x += gamma_2 * Mlp(norm2(x))` on the `N × D` tokens.
-    pub(crate) fn forward(
+    fn keys_values<'x>(
         &self,
-        x: &mut [f32],
-        scratch: &mut [f32],
-        dims: &Dims,
+        s: &mut AttentionScratch<'_>,
+        rows: impl ExactSizeIterator<Item = &'x [f32]>,
+        first: usize,
         site: Site,
         probe: &mut MaybeProbe<'_>,
     ) {
-        self.attention(x, scratch, dims, site, probe);
-        self.mlp(x, scratch, dims, site, probe);
-        probe.f32(site, Point::Output, dims.d, x);
-    }
-
-    fn attention(
-        &self,
-        x: &mut [f32],
-        scratch: &mut [f32],
-        dims: &Dims,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, rows, n) = (dims.d, dims.rows, dims.n);
-        let a = AttentionScratch::split(scratch, dims, n);
-        // Keys (transposed, D × N) and values (N × D) of every token, `rows` tokens per pass.
-        for (pass, (xs, values)) in x
-            .chunks(rows * d)
-            .zip(a.values.chunks_mut(rows * d))
-            .enumerate()
-        {
-            let tile = &mut a.tile_in[..xs.len()];
-            self.norm1.apply_rows(xs, tile);
-            probe.f32(site, Point::Norm1, d, tile);
-            let keys_t = Strides {
-                offset: pass * rows,
-                row: 1,
-                col: n,
-            };
-            self.k
-                .forward_strided(tile, a.keys, keys_t, Epilogue::Store);
-            self.v.forward(tile, values, Epilogue::Store);
+        let d = s.d;
+        let tile = &mut s.tile_in[..rows.len() * d];
+        for (x, out) in rows.zip(tile.chunks_exact_mut(d)) {
+            self.norm1.apply(x, out);
         }
-        let (keys, values) = (&*a.keys, &*a.values);
-        probe.f32(site, Point::K, n, keys);
-        probe.f32(site, Point::V, d, values);
-        let mut row = RowScratch {
-            logits: a.logits,
-            weights: a.weights,
+        probe.f32(site, Point::Norm1, d, tile);
+        let keys_t = Strides {
+            offset: first,
+            row: 1,
+            col: s.tokens,
         };
-        // Queries, `rows` per pass. Keys and values are already computed from the un-updated tokens,
-        // so each pass may add its result into its own tokens at once.
-        for xs in x.chunks_mut(rows * d) {
-            let tile_in = &mut a.tile_in[..xs.len()];
-            let tile_q = &mut a.tile_q[..xs.len()];
-            self.norm1.apply_rows(xs, tile_in);
-            self.q.forward(tile_in, tile_q, Epilogue::Scale(dims.scale));
-            probe.f32(site, Point::Q, d, tile_q);
-            for (q, out) in tile_q.chunks_exact(d).zip(tile_in.chunks_exact_mut(d)) {
-                let (l, w) = (&self.proj_l, &self.proj_w);
-                talking_heads(q, keys, values, dims.head_dim, l, w, &mut row, out);
-                // talking_heads leaves the weights that multiplied the values in `row.logits`.
-                probe.f32(site, Point::Attention, n, row.logits);
-            }
-            probe.f32(site, Point::AttentionOut, d, tile_in);
-            self.proj
-                .forward(tile_in, xs, Epilogue::LayerScaleAdd(self.gamma_1));
-        }
+        self.k
+            .forward_strided(tile, s.keys, keys_t, Epilogue::Store);
+        let values = &mut s.values[first * d..first * d + tile.len()];
+        self.v.forward(tile, values, Epilogue::Store);
     }
 
-    fn mlp(
+    fn report_keys_values(
         &self,
-        x: &mut [f32],
-        scratch: &mut [f32],
-        dims: &Dims,
+        s: &mut AttentionScratch<'_>,
         site: Site,
         probe: &mut MaybeProbe<'_>,
     ) {
-        let (d, hidden) = (dims.d, dims.hidden);
-        let per_pass = (scratch.len() / (d + hidden)).clamp(1, dims.n.max(1));
-        let (normed, rest) = scratch.split_at_mut(per_pass * d);
-        let hid = &mut rest[..per_pass * hidden];
-        for xs in x.chunks_mut(per_pass * d) {
-            let count = xs.len() / d;
-            let normed = &mut normed[..count * d];
-            let hid = &mut hid[..count * hidden];
-            self.norm2.apply_rows(xs, normed);
-            probe.f32(site, Point::Norm2, d, normed);
-            self.fc1.forward(normed, hid, Epilogue::Gelu);
-            probe.f32(site, Point::Hidden, hidden, hid);
-            self.fc2
-                .forward(hid, xs, Epilogue::LayerScaleAdd(self.gamma_2));
-        }
-    }
-}
-
-/// `blocks_token_only.{i}`: timm `LayerScaleBlockClassAttn` with `ClassAttn`.
-pub(crate) struct ClassAttentionBlock<'a> {
-    gamma_1: &'a [f32],
-    gamma_2: &'a [f32],
-    norm1: LayerNorm<'a>,
-    norm2: LayerNorm<'a>,
-    q: Linear<'a>,
-    k: Linear<'a>,
-    v: Linear<'a>,
-    proj: Linear<'a>,
-    fc1: Linear<'a>,
-    fc2: Linear<'a>,
-}
-
-impl<'a> ClassAttentionBlock<'a> {
-    pub(crate) fn resolve(r: &Resolver<'_, 'a>, i: u32) -> Result<Self, Error> {
-        use BlockParam::*;
-        let id = |p| TensorId::TokenBlock(i, p);
-        Ok(ClassAttentionBlock {
-            gamma_1: r.f32(id(Gamma1))?,
-            gamma_2: r.f32(id(Gamma2))?,
-            norm1: r.layer_norm(id(Norm1Weight), id(Norm1Bias))?,
-            norm2: r.layer_norm(id(Norm2Weight), id(Norm2Bias))?,
-            q: r.linear(id(QWeight), id(QBias))?,
-            k: r.linear(id(KWeight), id(KBias))?,
-            v: r.linear(id(VWeight), id(VBias))?,
-            proj: r.linear(id(ProjWeight), id(ProjBias))?,
-            fc1: r.linear(id(Fc1Weight), id(Fc1Bias))?,
-            fc2: r.linear(id(Fc2Weight), id(Fc2Bias))?,
-        })
+        probe.f32(site, Point::K, s.tokens, s.keys);
+        probe.f32(site, Point::V, s.d, s.values);
     }
 
-    /// With `u = [cls; x]`: `cls += gamma_1 * ClassAttn(norm1(u)); cls += gamma_2 * Mlp(norm2(cls))`.
-    /// The patch tokens `x` are read, never written.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward(
+    fn queries(
         &self,
+        s: &mut AttentionScratch<'_>,
         x: &[f32],
-        cls: &mut [f32],
-        scratch: &mut [f32],
-        dims: &Dims,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let d = s.d;
+        let (tile_in, tile_q) = (&mut s.tile_in[..x.len()], &mut s.tile_q[..x.len()]);
+        self.norm1.apply_rows(x, tile_in);
+        self.q.forward(tile_in, tile_q, Epilogue::Scale(self.scale));
+        probe.f32(site, Point::Q, d, tile_q);
+    }
+
+    fn talking_heads(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        mix: &TalkingHeads<'_>,
+        j: usize,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let d = s.d;
+        let q = &s.tile_q[j * d..(j + 1) * d];
+        let out = &mut s.tile_in[j * d..(j + 1) * d];
+        let mut row = RowScratch {
+            logits: s.logits,
+            weights: s.weights,
+        };
+        talking_heads(q, s.keys, s.values, s.head_dim, mix, &mut row, out);
+        // talking_heads leaves the weights that multiplied the values in `row.logits`.
+        probe.f32(site, Point::Attention, s.tokens, row.logits);
+    }
+
+    fn class_attention(
+        &self,
+        s: &mut AttentionScratch<'_>,
         block: usize,
         sink: Option<&mut dyn AttentionSink>,
+        site: Site,
         probe: &mut MaybeProbe<'_>,
     ) {
-        let site = Site::TokenBlock(block as u32);
-        let (d, rows, tokens) = (dims.d, dims.rows, dims.n + 1);
-        {
-            let a = AttentionScratch::split(scratch, dims, tokens);
-            // Keys (transposed, D × T) and values (T × D) of all T = N + 1 tokens of
-            // norm1([cls; x]), `rows` tokens per pass.
-            for (pass, values) in a.values.chunks_mut(rows * d).enumerate() {
-                let tile = &mut a.tile_in[..values.len()];
-                for (j, out) in tile.chunks_exact_mut(d).enumerate() {
-                    let token = class_attention_input(cls, x, pass * rows + j);
-                    self.norm1.apply(token, out);
-                }
-                probe.f32(site, Point::Norm1, d, tile);
-                let keys_t = Strides {
-                    offset: pass * rows,
-                    row: 1,
-                    col: tokens,
-                };
-                self.k
-                    .forward_strided(tile, a.keys, keys_t, Epilogue::Store);
-                self.v.forward(tile, values, Epilogue::Store);
-            }
-            probe.f32(site, Point::K, tokens, a.keys);
-            probe.f32(site, Point::V, d, a.values);
-            // The query of the class token only.
-            let normed = &mut a.tile_in[..d];
-            let q = &mut a.tile_q[..d];
-            self.norm1.apply(cls, normed);
-            self.q.forward(normed, q, Epilogue::Scale(dims.scale));
-            probe.f32(site, Point::Q, d, q);
-            let out = normed;
-            class_attention(
-                q,
-                a.keys,
-                a.values,
-                dims.head_dim,
-                a.weights,
-                out,
-                block,
-                sink,
-            );
-            probe.f32(site, Point::Attention, tokens, a.weights);
-            probe.f32(site, Point::AttentionOut, d, out);
-            self.proj
-                .forward(out, cls, Epilogue::LayerScaleAdd(self.gamma_1));
-        }
-        let (normed, rest) = scratch.split_at_mut(d);
-        let hid = &mut rest[..dims.hidden_token];
-        self.norm2.apply(cls, normed);
-        probe.f32(site, Point::Norm2, d, normed);
-        self.fc1.forward(normed, hid, Epilogue::Gelu);
-        probe.f32(site, Point::Hidden, dims.hidden_token, hid);
+        let d = s.d;
+        let (q, out) = (&s.tile_q[..d], &mut s.tile_in[..d]);
+        let (keys, values, weights) = (&*s.keys, &*s.values, &mut *s.weights);
+        class_attention(q, keys, values, s.head_dim, weights, out, block, sink);
+        probe.f32(site, Point::Attention, s.tokens, s.weights);
+    }
+
+    fn project(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        residual: &mut [f32],
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let out = &s.tile_in[..residual.len()];
+        probe.f32(site, Point::AttentionOut, s.d, out);
+        self.proj
+            .forward(out, residual, Epilogue::LayerScaleAdd(self.gamma_1));
+    }
+}
+
+/// The MLP branch of an f32 or f16 block (`norm2`, `fc1`, `fc2`, `gamma_2`).
+pub(crate) struct Mlp<'a> {
+    gamma_2: &'a [f32],
+    norm2: LayerNorm<'a>,
+    fc1: Linear<'a>,
+    fc2: Linear<'a>,
+}
+
+impl block::Mlp for Mlp<'_> {
+    type Act = f32;
+
+    fn norm(&self, x: &[f32], out: &mut [f32]) {
+        self.norm2.apply_rows(x, out);
+    }
+
+    fn fc1_gelu(&self, x: &[f32], out: &mut [f32]) {
+        self.fc1.forward(x, out, Epilogue::Gelu);
+    }
+
+    fn fc2_residual(&self, x: &[f32], residual: &mut [f32]) {
         self.fc2
-            .forward(hid, cls, Epilogue::LayerScaleAdd(self.gamma_2));
-        probe.f32(site, Point::Output, d, cls);
+            .forward(x, residual, Epilogue::LayerScaleAdd(self.gamma_2));
+    }
+
+    fn report(
+        &self,
+        probe: &mut MaybeProbe<'_>,
+        site: Site,
+        point: Point,
+        width: usize,
+        act: &[f32],
+    ) {
+        probe.f32(site, point, width, act);
+    }
+}
+
+/// `blocks.{i}` of an f32 or f16 pack.
+pub(crate) type SelfAttentionBlock<'a> = block::SelfAttentionBlock<'a, Attention<'a>, Mlp<'a>>;
+
+/// `blocks_token_only.{i}` of an f32 or f16 pack.
+pub(crate) type ClassAttentionBlock<'a> = block::ClassAttentionBlock<Attention<'a>, Mlp<'a>>;
+
+impl<'a> Resolver<'_, 'a> {
+    /// The attention branch whose `q`/`k`/`v` are given (timm's fused `qkv` split, or the
+    /// class-attention block's three), with `norm1`, `proj` and `gamma_1` of `id`'s block.
+    fn attention(
+        &self,
+        id: impl Fn(BlockParam) -> TensorId,
+        [q, k, v]: [Linear<'a>; 3],
+    ) -> Result<Attention<'a>, Error> {
+        use BlockParam::*;
+        Ok(Attention {
+            gamma_1: self.f32(id(Gamma1))?,
+            norm1: self.layer_norm(id(Norm1Weight), id(Norm1Bias))?,
+            q,
+            k,
+            v,
+            proj: self.linear(id(ProjWeight), id(ProjBias))?,
+            scale: Dims::new(self.cfg).scale,
+        })
+    }
+
+    fn mlp(&self, id: impl Fn(BlockParam) -> TensorId) -> Result<Mlp<'a>, Error> {
+        use BlockParam::*;
+        Ok(Mlp {
+            gamma_2: self.f32(id(Gamma2))?,
+            norm2: self.layer_norm(id(Norm2Weight), id(Norm2Bias))?,
+            fc1: self.linear(id(Fc1Weight), id(Fc1Bias))?,
+            fc2: self.linear(id(Fc2Weight), id(Fc2Bias))?,
+        })
+    }
+
+    /// `blocks.{i}`.
+    pub(crate) fn self_attention_block(&self, i: u32) -> Result<SelfAttentionBlock<'a>, Error> {
+        use BlockParam::*;
+        let id = |p| TensorId::Block(i, p);
+        let d = self.cfg.embed_dim as usize;
+        let qkv = self.linear(id(QkvWeight), id(QkvBias))?;
+        let split = [0, 1, 2].map(|j| qkv.output_rows(j * d, d));
+        Ok(block::SelfAttentionBlock {
+            attn: self.attention(id, split)?,
+            mix: TalkingHeads {
+                proj_l: HeadMix {
+                    weight: self.f32(id(ProjLWeight))?,
+                    bias: self.f32(id(ProjLBias))?,
+                },
+                proj_w: HeadMix {
+                    weight: self.f32(id(ProjWWeight))?,
+                    bias: self.f32(id(ProjWBias))?,
+                },
+            },
+            mlp: self.mlp(id)?,
+        })
+    }
+
+    /// `blocks_token_only.{i}`.
+    pub(crate) fn class_attention_block(&self, i: u32) -> Result<ClassAttentionBlock<'a>, Error> {
+        use BlockParam::*;
+        let id = |p| TensorId::TokenBlock(i, p);
+        let qkv = [
+            self.linear(id(QWeight), id(QBias))?,
+            self.linear(id(KWeight), id(KBias))?,
+            self.linear(id(VWeight), id(VBias))?,
+        ];
+        Ok(block::ClassAttentionBlock {
+            attn: self.attention(id, qkv)?,
+            mlp: self.mlp(id)?,
+        })
     }
 }
 
@@ -550,8 +545,8 @@ impl Stages for FloatStages<'_, '_, '_, '_> {
         scratch: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     ) -> Result<(), Error> {
-        let block = SelfAttentionBlock::resolve(self.r, i)?;
-        block.forward(tokens, floats(scratch), self.dims, Site::Block(i), probe);
+        let block = self.r.self_attention_block(i)?;
+        block.forward(tokens, scratch, self.dims, Site::Block(i), probe);
         Ok(())
     }
 
@@ -568,8 +563,7 @@ impl Stages for FloatStages<'_, '_, '_, '_> {
         sink: Option<&mut dyn AttentionSink>,
         probe: &mut MaybeProbe<'_>,
     ) -> Result<(), Error> {
-        let block = ClassAttentionBlock::resolve(self.r, i)?;
-        let scratch = floats(scratch);
+        let block = self.r.class_attention_block(i)?;
         block.forward(tokens, cls, scratch, self.dims, i as usize, sink, probe);
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! (f32 queries or weights against the dequantized keys or values, summed sequentially, scaled
 //! once at the end); the pack chooses.
 
-use crate::attention::HeadMix;
+use crate::attention::TalkingHeads;
 use crate::kernels::int8::{self as k8, ActQuant, Rows};
 use crate::kernels::softmax::softmax;
 
@@ -125,19 +125,18 @@ pub(crate) fn weighted_values(
 pub(crate) fn talking_heads(
     q: Query<'_>,
     kv: &KeysValues<'_>,
-    proj_l: &HeadMix<'_>,
-    proj_w: &HeadMix<'_>,
+    mix: &TalkingHeads<'_>,
     av: Option<&ActQuant>,
     row: &mut RowScratch<'_>,
     out: &mut [f32],
 ) {
     let n = kv.n;
     scores(q, kv, row.logits);
-    proj_l.apply(row.logits, row.weights, n);
+    mix.proj_l.apply(row.logits, row.weights, n);
     for r in row.weights.chunks_exact_mut(n) {
         softmax(r);
     }
-    proj_w.apply(row.weights, row.logits, n);
+    mix.proj_w.apply(row.weights, row.logits, n);
     weighted_values(row.logits, av, kv, row.probs, out);
 }
 

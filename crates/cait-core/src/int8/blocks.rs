@@ -1,7 +1,8 @@
-//! The int8 stages: patch embedding, self-attention and class-attention blocks, head.
+//! The int8 backend: patch embedding and head, and the attention and MLP branches the blocks of
+//! `crate::model::block` run on.
 //!
-//! Same structure and token order as the float stages (`crate::blocks`); the activations that feed
-//! a matmul are int8, the residual stream f32. The scratch layout is in `crate::workspace`.
+//! The activations that feed a matmul are int8, the residual stream f32. The scratch layout is in
+//! `crate::workspace`.
 
 use cait_pack::int8::{Int8Tensor, act};
 use cait_pack::{BlockParam, GlobalPool, TensorId};
@@ -9,14 +10,15 @@ use cait_pack::{BlockParam, GlobalPool, TensorId};
 use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::Error;
-use crate::attention::{AttentionSink, HeadMix};
-use crate::blocks::{Dims, class_attention_input, pool};
+use crate::attention::{AttentionSink, HeadMix, TalkingHeads};
+use crate::blocks::{Dims, pool};
 use crate::input::Image;
 use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
+use crate::model::block;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::{self, floats, take};
+use crate::workspace::{self, take};
 
 /// Stem and head: everything outside the blocks.
 #[derive(Clone, Copy)]
@@ -64,8 +66,10 @@ impl<'a> Stem<'a> {
 }
 
 /// The scratch region as the int8 attention uses it (see `crate::workspace`).
-struct AttentionScratch<'w> {
+pub(crate) struct AttentionScratch<'w> {
+    /// `T × D`: row `m` holds key `m`.
     keys: &'w mut [i8],
+    /// `D × T`: row `c` holds feature `c` of every value (values stored transposed).
     values: &'w mut [i8],
     logits: &'w mut [f32],
     weights: &'w mut [f32],
@@ -73,8 +77,14 @@ struct AttentionScratch<'w> {
     tile_in: &'w mut [i8],
     /// `R·D` f32 queries, or `R·D` int8 queries in its first bytes.
     tile_q: &'w mut [f32],
+    /// One f32 output row.
     row: &'w mut [f32],
+    /// The quantized output rows (`proj`'s input).
     tile_out: &'w mut [i8],
+    /// Keys `T`.
+    tokens: usize,
+    d: usize,
+    head_dim: usize,
 }
 
 impl<'w> AttentionScratch<'w> {
@@ -113,6 +123,9 @@ impl<'w> AttentionScratch<'w> {
             tile_q,
             row,
             tile_out,
+            tokens,
+            d,
+            head_dim: dims.head_dim,
         }
     }
 }
@@ -200,73 +213,370 @@ fn report_attention(
     }
 }
 
-/// Reports the keys (`n × D` here) as `D` rows of `n` and the values (`D × n` here) as `n` rows
-/// of `D`: the layouts [`Point::K`] and [`Point::V`] document, which the float engine reports too.
-/// Gathers through `column` (`≥ n` bytes) and `row` (`≥ D` bytes); nothing without a probe.
-#[allow(clippy::too_many_arguments)]
-fn report_keys_values(
-    probe: &mut MaybeProbe<'_>,
-    site: Site,
-    kv: &KeysValues<'_>,
-    kq: ActQuant,
-    vq: ActQuant,
-    column: &mut [i8],
-    row: &mut [i8],
-) {
-    if !probe.active() {
-        return;
-    }
-    let n = kv.n;
-    let d = kv.keys.len().checked_div(n).unwrap_or(0);
-    let (column, row) = (&mut column[..n], &mut row[..d]);
-    for c in 0..d {
-        for (v, key) in column.iter_mut().zip(kv.keys.chunks_exact(d)) {
-            *v = key[c];
-        }
-        probe.i8(site, Point::K, n, column, kq);
-    }
-    for m in 0..n {
-        for (v, channel) in row.iter_mut().zip(kv.values.chunks_exact(n)) {
-            *v = channel[m];
-        }
-        probe.i8(site, Point::V, d, row, vq);
-    }
-}
-
-/// `blocks.{i}` of an int8 pack (LayerScale folded into `proj` and `fc2`).
-pub(crate) struct SelfAttentionBlock<'a> {
+/// The attention branch of an int8 block (`norm1`, `q`/`k`/`v`, `proj`; LayerScale folded into
+/// `proj`).
+pub(crate) struct Attention<'a> {
     norm1: LayerNorm<'a>,
-    norm2: LayerNorm<'a>,
     q: QLinear<'a>,
     k: QLinear<'a>,
     v: QLinear<'a>,
-    proj_l: HeadMix<'a>,
-    proj_w: HeadMix<'a>,
     proj: QLinear<'a>,
-    fc1: QLinear<'a>,
-    fc2: QLinear<'a>,
     acts: BlockActs,
+    modes: Modes,
+    /// The class token's rows (its query, the attention output) quantized at run time: a
+    /// class-attention block of a pack whose class path is `dynamic`.
+    dynamic: bool,
 }
 
-impl<'a> SelfAttentionBlock<'a> {
-    pub(crate) fn resolve(r: &Int8Resolver<'_, '_, 'a>, i: u32) -> Result<Self, Error> {
+impl Attention<'_> {
+    /// The int8 `keys` (`n × D`) and `values` (`D × n`) with their scales.
+    fn kv<'s>(
+        &self,
+        keys: &'s [i8],
+        values: &'s [i8],
+        n: usize,
+        head_dim: usize,
+    ) -> KeysValues<'s> {
+        KeysValues {
+            keys,
+            values,
+            key_scale: self.acts[act::K].scale,
+            value_scale: self.acts[act::V].scale,
+            n,
+            head_dim,
+        }
+    }
+}
+
+impl block::Attention for Attention<'_> {
+    type Scratch<'w> = AttentionScratch<'w>;
+
+    fn scratch<'w>(&self, scratch: &'w mut [u8], dims: &Dims, tokens: usize) -> Self::Scratch<'w> {
+        AttentionScratch::split(scratch, dims, tokens)
+    }
+
+    fn keys_values<'x>(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        rows: impl ExactSizeIterator<Item = &'x [f32]>,
+        first: usize,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, tokens) = (s.d, s.tokens);
+        let (n1, kq, vq) = (self.acts[act::NORM1], self.acts[act::K], self.acts[act::V]);
+        let tile = &mut s.tile_in[..rows.len() * d];
+        for (x, out) in rows.zip(tile.chunks_exact_mut(d)) {
+            self.norm1.apply_quantized(x, &n1, out);
+        }
+        probe.i8(site, Point::Norm1, d, tile, n1);
+        let (keys, values) = (&mut s.keys[first * d..], &mut s.values[first..]);
+        self.k.forward_quantized(tile, n1.scale, kq, keys);
+        self.v
+            .forward_quantized_transposed(tile, n1.scale, vq, values, tokens);
+    }
+
+    fn report_keys_values(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        if !probe.active() {
+            return;
+        }
+        let (kq, vq) = (self.acts[act::K], self.acts[act::V]);
+        let (n, d) = (s.tokens, s.d);
+        // Keys `n × D` here, reported as `D` rows of `n`; values `D × n` here, as `n` rows of
+        // `D`: the layouts [`Point::K`] and [`Point::V`] document, which the float engine
+        // reports too. Gathered through the (free) int8 weights and output tile.
+        let (column, row) = (&mut s.probs[..n], &mut s.tile_out[..d]);
+        for c in 0..d {
+            for (v, key) in column.iter_mut().zip(s.keys.chunks_exact(d)) {
+                *v = key[c];
+            }
+            probe.i8(site, Point::K, n, column, kq);
+        }
+        for m in 0..n {
+            for (v, channel) in row.iter_mut().zip(s.values.chunks_exact(n)) {
+                *v = channel[m];
+            }
+            probe.i8(site, Point::V, d, row, vq);
+        }
+    }
+
+    fn queries(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        x: &[f32],
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (acts, modes, n1) = (&self.acts, self.modes, self.acts[act::NORM1]);
+        let normed = &mut s.tile_in[..x.len()];
+        if self.dynamic {
+            // The output row is free until the attention: the class token's norm1, in f32.
+            self.norm1.apply(x, s.row);
+            let row = ActQuant::of_row(s.row);
+            row.quantize_slice(s.row, normed);
+            class_query(
+                &self.q, normed, &row, &n1, acts, modes, s.tile_q, s.row, site, probe,
+            );
+        } else {
+            self.norm1.apply_rows_quantized(x, &n1, normed);
+            queries(
+                &self.q, normed, &n1, acts, modes, s.tile_q, s.d, site, probe,
+            );
+        }
+    }
+
+    fn talking_heads(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        mix: &TalkingHeads<'_>,
+        j: usize,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, acts, modes) = (s.d, &self.acts, self.modes);
+        let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
+        let kv = self.kv(s.keys, s.values, s.tokens, s.head_dim);
+        let mut row = RowScratch {
+            logits: s.logits,
+            weights: s.weights,
+            probs: s.probs,
+        };
+        let q = query(s.tile_q, j, d, acts, modes);
+        attention::talking_heads(q, &kv, mix, av, &mut row, s.row);
+        report_attention(probe, site, s.tokens, row.logits, row.probs, av);
+        acts[act::ATTENTION_OUT].quantize_slice(s.row, &mut s.tile_out[j * d..(j + 1) * d]);
+    }
+
+    fn class_attention(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        block: usize,
+        mut sink: Option<&mut dyn AttentionSink>,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, acts, modes) = (s.d, &self.acts, self.modes);
+        let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
+        let kv = self.kv(s.keys, s.values, s.tokens, s.head_dim);
+        let mut row = RowScratch {
+            logits: s.logits,
+            weights: s.weights,
+            probs: s.probs,
+        };
+        let q = query(s.tile_q, 0, d, acts, modes);
+        attention::class_attention(q, &kv, av, &mut row, s.row, |head, w| {
+            if let Some(s) = sink.as_deref_mut() {
+                s.class_attention(block, head, w);
+            }
+        });
+        report_attention(probe, site, s.tokens, row.weights, row.probs, av);
+        if !self.dynamic {
+            acts[act::ATTENTION_OUT].quantize_slice(s.row, &mut s.tile_out[..d]);
+        }
+    }
+
+    fn project(
+        &self,
+        s: &mut AttentionScratch<'_>,
+        residual: &mut [f32],
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (d, out_q) = (s.d, self.acts[act::ATTENTION_OUT]);
+        let out = &mut s.tile_out[..residual.len()];
+        if self.dynamic {
+            // The class token's output row, still f32 in `row`, quantized over its own range.
+            let row = ActQuant::of_row(s.row);
+            row.quantize_slice(s.row, out);
+            probe.i8(site, Point::AttentionOut, d, out, row);
+            // The attention output row is quantized: it takes proj's output.
+            self.proj.forward_row(out, &row, &out_q, s.row);
+            for (c, &y) in residual.iter_mut().zip(s.row.iter()) {
+                *c += y;
+            }
+        } else {
+            probe.i8(site, Point::AttentionOut, d, out, out_q);
+            self.proj.forward_add(out, out_q.scale, residual);
+        }
+    }
+}
+
+/// The MLP branch of an int8 block (`norm2`, `fc1`, `fc2`; LayerScale folded into `fc2`).
+pub(crate) struct Mlp<'a> {
+    norm2: LayerNorm<'a>,
+    fc1: QLinear<'a>,
+    fc2: QLinear<'a>,
+    /// The `norm2` output's quantization (`fc1`'s input).
+    n2: ActQuant,
+    /// The GELU output's (`fc2`'s input).
+    hq: ActQuant,
+    /// The rows quantized at run time: a class-attention block of a pack whose class path is
+    /// `dynamic` ([`Mlp::forward_dynamic`]).
+    dynamic: bool,
+}
+
+impl block::Mlp for Mlp<'_> {
+    type Act = i8;
+
+    fn norm(&self, x: &[f32], out: &mut [i8]) {
+        self.norm2.apply_rows_quantized(x, &self.n2, out);
+    }
+
+    fn fc1_gelu(&self, x: &[i8], out: &mut [i8]) {
+        let (hq, hidden) = (self.hq, self.fc1.out_features());
+        // Inline, unlike every other int8 layer (`QLinear::forward_*`): out of line, this one
+        // ran the bundled model's firmware 2.6% more instructions.
+        self.fc1.forward(x, self.n2.scale, &mut |t, o, y| {
+            out[t * hidden + o] = hq.quantize(gelu_rational(y));
+        });
+    }
+
+    fn fc2_residual(&self, x: &[i8], residual: &mut [f32]) {
+        self.fc2.forward_add(x, self.hq.scale, residual);
+    }
+
+    fn report(
+        &self,
+        probe: &mut MaybeProbe<'_>,
+        site: Site,
+        point: Point,
+        width: usize,
+        act: &[i8],
+    ) {
+        let q = if point == Point::Norm2 {
+            self.n2
+        } else {
+            self.hq
+        };
+        probe.i8(site, point, width, act, q);
+    }
+
+    fn forward(
+        &self,
+        x: &mut [f32],
+        scratch: &mut [u8],
+        d: usize,
+        hidden: usize,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        if self.dynamic {
+            self.forward_dynamic(x, scratch, d, hidden, site, probe);
+        } else {
+            block::mlp(self, x, scratch, d, hidden, site, probe);
+        }
+    }
+}
+
+impl Mlp<'_> {
+    /// `cls += Mlp(norm2(cls))` with the norm2 and GELU rows of the class token quantized at run
+    /// time, over f32 copies of the two rows (the CA MLP row of `crate::workspace`'s int8 table).
+    fn forward_dynamic(
+        &self,
+        cls: &mut [f32],
+        scratch: &mut [u8],
+        d: usize,
+        hidden: usize,
+        site: Site,
+        probe: &mut MaybeProbe<'_>,
+    ) {
+        let (normed, rest) = take::<i8>(scratch, d);
+        let (hid, rest) = take::<i8>(rest, hidden);
+        let (normed_f, rest) = take::<f32>(rest, d);
+        let (hid_f, _) = take::<f32>(rest, hidden);
+        self.norm2.apply(cls, normed_f);
+        let row = ActQuant::of_row(normed_f);
+        row.quantize_slice(normed_f, normed);
+        probe.i8(site, Point::Norm2, d, normed, row);
+        self.fc1.forward_row(normed, &row, &self.n2, hid_f);
+        for h in hid_f.iter_mut() {
+            *h = gelu_rational(*h);
+        }
+        let row = ActQuant::of_row(hid_f);
+        row.quantize_slice(hid_f, hid);
+        probe.i8(site, Point::Hidden, hidden, hid, row);
+        // The norm2 row is quantized: it takes fc2's output.
+        self.fc2.forward_row(hid, &row, &self.hq, normed_f);
+        for (c, &y) in cls.iter_mut().zip(normed_f.iter()) {
+            *c += y;
+        }
+    }
+}
+
+/// `blocks.{i}` of an int8 pack.
+pub(crate) type SelfAttentionBlock<'a> = block::SelfAttentionBlock<'a, Attention<'a>, Mlp<'a>>;
+
+/// `blocks_token_only.{i}` of an int8 pack.
+pub(crate) type ClassAttentionBlock<'a> = block::ClassAttentionBlock<Attention<'a>, Mlp<'a>>;
+
+impl<'a> Int8Resolver<'_, '_, 'a> {
+    /// The branches of block `i` (a class-attention block when `token_only`) whose `q`/`k`/`v`
+    /// are given; `dynamic`: the class path quantized at run time (class-attention blocks only).
+    fn branches(
+        &self,
+        token_only: bool,
+        i: u32,
+        [q, k, v]: [QLinear<'a>; 3],
+        modes: Modes,
+    ) -> Result<(Attention<'a>, Mlp<'a>), Error> {
         use BlockParam::*;
-        let id = |p| TensorId::Block(i, p);
-        let f = |p| r.r.f32(id(p));
-        let d = r.r.cfg.embed_dim as usize;
-        let qkv = r.linear(id(QkvWeight))?;
-        Ok(SelfAttentionBlock {
+        let id = |p| match token_only {
+            false => TensorId::Block(i, p),
+            true => TensorId::TokenBlock(i, p),
+        };
+        let f = |p| self.r.f32(id(p));
+        let dynamic = token_only && modes.class_dynamic;
+        let class_path = |p| self.class_path_linear(id(p), dynamic);
+        let acts: BlockActs = self.act_quant(Int8Tensor::BlockActQuant {
+            token_only,
+            index: i,
+        })?;
+        let attn = Attention {
             norm1: LayerNorm {
                 weight: f(Norm1Weight)?,
                 bias: f(Norm1Bias)?,
             },
+            q,
+            k,
+            v,
+            proj: class_path(ProjWeight)?,
+            acts,
+            modes,
+            dynamic,
+        };
+        let mlp = Mlp {
             norm2: LayerNorm {
                 weight: f(Norm2Weight)?,
                 bias: f(Norm2Bias)?,
             },
-            q: qkv.output_rows(0, d),
-            k: qkv.output_rows(d, d),
-            v: qkv.output_rows(2 * d, d),
+            fc1: class_path(Fc1Weight)?,
+            fc2: class_path(Fc2Weight)?,
+            n2: acts[act::NORM2],
+            hq: acts[act::HIDDEN],
+            dynamic,
+        };
+        Ok((attn, mlp))
+    }
+
+    /// `blocks.{i}` (LayerScale folded into `proj` and `fc2`).
+    pub(crate) fn self_attention_block(
+        &self,
+        i: u32,
+        modes: Modes,
+    ) -> Result<SelfAttentionBlock<'a>, Error> {
+        use BlockParam::*;
+        let id = |p| TensorId::Block(i, p);
+        let f = |p| self.r.f32(id(p));
+        let d = self.r.cfg.embed_dim as usize;
+        let qkv = self.linear(id(QkvWeight))?;
+        let split = [0, 1, 2].map(|j| qkv.output_rows(j * d, d));
+        let (attn, mlp) = self.branches(false, i, split, modes)?;
+        let mix = TalkingHeads {
             proj_l: HeadMix {
                 weight: f(ProjLWeight)?,
                 bias: f(ProjLBias)?,
@@ -275,314 +585,26 @@ impl<'a> SelfAttentionBlock<'a> {
                 weight: f(ProjWWeight)?,
                 bias: f(ProjWBias)?,
             },
-            proj: r.linear(id(ProjWeight))?,
-            fc1: r.linear(id(Fc1Weight))?,
-            fc2: r.linear(id(Fc2Weight))?,
-            acts: r.act_quant(Int8Tensor::BlockActQuant {
-                token_only: false,
-                index: i,
-            })?,
-        })
-    }
-
-    /// `x += Attn(norm1(x)); x += Mlp(norm2(x))` on the `N × D` tokens (LayerScale folded).
-    pub(crate) fn forward(
-        &self,
-        x: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        modes: Modes,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        self.attention(x, scratch, dims, modes, site, probe);
-        self.mlp(x, scratch, dims, site, probe);
-        probe.f32(site, Point::Output, dims.d, x);
-    }
-
-    // Kept out of line whichever engines are built: LLVM's inlining otherwise follows how many
-    // callers the shared kernels have, and the int8-only build ran cait_xxs24_224 0.11% slower.
-    #[inline(never)]
-    fn attention(
-        &self,
-        x: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        modes: Modes,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, rows, n) = (dims.d, dims.rows, dims.n);
-        let acts = &self.acts;
-        let (n1, kq, vq) = (acts[act::NORM1], acts[act::K], acts[act::V]);
-        let a = AttentionScratch::split(scratch, dims, n);
-        // Keys (transposed, D × N) and values (N × D) of every token, `rows` tokens per pass.
-        for (pass, xs) in x.chunks(rows * d).enumerate() {
-            let tile = &mut a.tile_in[..xs.len()];
-            self.norm1.apply_rows_quantized(xs, &n1, tile);
-            probe.i8(site, Point::Norm1, d, tile, n1);
-            let (base, keys, values) = (pass * rows, &mut *a.keys, &mut *a.values);
-            let (keys, values) = (&mut keys[base * d..], &mut values[base..]);
-            self.k.forward_quantized(tile, n1.scale, kq, keys);
-            self.v
-                .forward_quantized_transposed(tile, n1.scale, vq, values, n);
-        }
-        let kv = KeysValues {
-            keys: a.keys,
-            values: a.values,
-            key_scale: kq.scale,
-            value_scale: vq.scale,
-            n,
-            head_dim: dims.head_dim,
         };
-        report_keys_values(probe, site, &kv, kq, vq, a.probs, a.tile_out);
-        let mut row = RowScratch {
-            logits: a.logits,
-            weights: a.weights,
-            probs: a.probs,
-        };
-        let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
-        let out_q = acts[act::ATTENTION_OUT];
-        for xs in x.chunks_mut(rows * d) {
-            let count = xs.len() / d;
-            let tile_in = &mut a.tile_in[..xs.len()];
-            self.norm1.apply_rows_quantized(xs, &n1, tile_in);
-            queries(&self.q, tile_in, &n1, acts, modes, a.tile_q, d, site, probe);
-            let tile_out = &mut a.tile_out[..xs.len()];
-            for j in 0..count {
-                let q = query(a.tile_q, j, d, acts, modes);
-                attention::talking_heads(q, &kv, &self.proj_l, &self.proj_w, av, &mut row, a.row);
-                report_attention(probe, site, n, row.logits, row.probs, av);
-                out_q.quantize_slice(a.row, &mut tile_out[j * d..(j + 1) * d]);
-            }
-            probe.i8(site, Point::AttentionOut, d, tile_out, out_q);
-            self.proj.forward_add(tile_out, out_q.scale, xs);
-        }
+        Ok(block::SelfAttentionBlock { attn, mix, mlp })
     }
 
-    fn mlp(
+    /// `blocks_token_only.{i}`; the class-path layers with their row sums when the pack's class
+    /// path is `dynamic`.
+    pub(crate) fn class_attention_block(
         &self,
-        x: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, hidden) = (dims.d, dims.hidden);
-        // `take` rounds each of the two regions up to 4 bytes: keep 6 spare.
-        let per_pass = (scratch.len().saturating_sub(6) / (d + hidden)).clamp(1, dims.n.max(1));
-        let (normed, rest) = take::<i8>(scratch, per_pass * d);
-        let (hid, _) = take::<i8>(rest, per_pass * hidden);
-        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
-        for xs in x.chunks_mut(per_pass * d) {
-            let count = xs.len() / d;
-            let normed = &mut normed[..count * d];
-            let hid = &mut hid[..count * hidden];
-            self.norm2.apply_rows_quantized(xs, &n2, normed);
-            probe.i8(site, Point::Norm2, d, normed, n2);
-            // Inline, unlike every other int8 layer (`QLinear::forward_*`): out of line, this one
-            // ran the bundled model's firmware 2.6% more instructions.
-            self.fc1.forward(normed, n2.scale, &mut |t, o, y| {
-                hid[t * hidden + o] = hq.quantize(gelu_rational(y));
-            });
-            probe.i8(site, Point::Hidden, hidden, hid, hq);
-            self.fc2.forward_add(hid, hq.scale, xs);
-        }
-    }
-}
-
-/// `blocks_token_only.{i}` of an int8 pack.
-pub(crate) struct ClassAttentionBlock<'a> {
-    norm1: LayerNorm<'a>,
-    norm2: LayerNorm<'a>,
-    q: QLinear<'a>,
-    k: QLinear<'a>,
-    v: QLinear<'a>,
-    proj: QLinear<'a>,
-    fc1: QLinear<'a>,
-    fc2: QLinear<'a>,
-    acts: BlockActs,
-}
-
-impl<'a> ClassAttentionBlock<'a> {
-    /// Block `i`; the class-path layers with their row sums when `dynamic`.
-    pub(crate) fn resolve(
-        r: &Int8Resolver<'_, '_, 'a>,
         i: u32,
-        dynamic: bool,
-    ) -> Result<Self, Error> {
+        modes: Modes,
+    ) -> Result<ClassAttentionBlock<'a>, Error> {
         use BlockParam::*;
         let id = |p| TensorId::TokenBlock(i, p);
-        let f = |p| r.r.f32(id(p));
-        let class_path = |p| r.class_path_linear(id(p), dynamic);
-        Ok(ClassAttentionBlock {
-            norm1: LayerNorm {
-                weight: f(Norm1Weight)?,
-                bias: f(Norm1Bias)?,
-            },
-            norm2: LayerNorm {
-                weight: f(Norm2Weight)?,
-                bias: f(Norm2Bias)?,
-            },
-            q: class_path(QWeight)?,
-            k: r.linear(id(KWeight))?,
-            v: r.linear(id(VWeight))?,
-            proj: class_path(ProjWeight)?,
-            fc1: class_path(Fc1Weight)?,
-            fc2: class_path(Fc2Weight)?,
-            acts: r.act_quant(Int8Tensor::BlockActQuant {
-                token_only: true,
-                index: i,
-            })?,
-        })
-    }
-
-    /// With `u = [cls; x]`: `cls += ClassAttn(norm1(u)); cls += Mlp(norm2(cls))`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward(
-        &self,
-        x: &[f32],
-        cls: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        modes: Modes,
-        block: usize,
-        mut sink: Option<&mut dyn AttentionSink>,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let site = Site::TokenBlock(block as u32);
-        let (d, rows, tokens) = (dims.d, dims.rows, dims.n + 1);
-        let acts = &self.acts;
-        let (n1, kq, vq) = (acts[act::NORM1], acts[act::K], acts[act::V]);
-        {
-            let a = AttentionScratch::split(scratch, dims, tokens);
-            let (keys, values) = (&mut *a.keys, &mut *a.values);
-            for base in (0..tokens).step_by(rows) {
-                let count = rows.min(tokens - base);
-                let tile = &mut a.tile_in[..count * d];
-                for (j, out) in tile.chunks_exact_mut(d).enumerate() {
-                    let token = class_attention_input(cls, x, base + j);
-                    self.norm1.apply_quantized(token, &n1, out);
-                }
-                probe.i8(site, Point::Norm1, d, tile, n1);
-                let (k, v) = (&mut keys[base * d..], &mut values[base..]);
-                self.k.forward_quantized(tile, n1.scale, kq, k);
-                self.v
-                    .forward_quantized_transposed(tile, n1.scale, vq, v, tokens);
-            }
-            let normed = &mut a.tile_in[..d];
-            if modes.class_dynamic {
-                // The output row is free until the attention: the class token's norm1, in f32.
-                self.norm1.apply(cls, a.row);
-                let row = ActQuant::of_row(a.row);
-                row.quantize_slice(a.row, normed);
-                let (q, tile_q) = (&self.q, &mut *a.tile_q);
-                class_query(
-                    q, normed, &row, &n1, acts, modes, tile_q, a.row, site, probe,
-                );
-            } else {
-                self.norm1.apply_quantized(cls, &n1, normed);
-                queries(&self.q, normed, &n1, acts, modes, a.tile_q, d, site, probe);
-            }
-            let kv = KeysValues {
-                keys,
-                values,
-                key_scale: kq.scale,
-                value_scale: vq.scale,
-                n: tokens,
-                head_dim: dims.head_dim,
-            };
-            report_keys_values(probe, site, &kv, kq, vq, a.probs, a.tile_out);
-            let mut row = RowScratch {
-                logits: a.logits,
-                weights: a.weights,
-                probs: a.probs,
-            };
-            let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
-            let q = query(a.tile_q, 0, d, acts, modes);
-            attention::class_attention(q, &kv, av, &mut row, a.row, |head, w| {
-                if let Some(s) = sink.as_deref_mut() {
-                    s.class_attention(block, head, w);
-                }
-            });
-            report_attention(probe, site, tokens, row.weights, row.probs, av);
-            let out_q = acts[act::ATTENTION_OUT];
-            let out = &mut a.tile_out[..d];
-            if modes.class_dynamic {
-                let row = ActQuant::of_row(a.row);
-                row.quantize_slice(a.row, out);
-                probe.i8(site, Point::AttentionOut, d, out, row);
-                // The attention output row is quantized: it takes proj's output.
-                self.proj.forward_row(out, &row, &out_q, a.row);
-                for (c, &y) in cls.iter_mut().zip(a.row.iter()) {
-                    *c += y;
-                }
-            } else {
-                out_q.quantize_slice(a.row, out);
-                probe.i8(site, Point::AttentionOut, d, out, out_q);
-                self.proj.forward_add(out, out_q.scale, cls);
-            }
-        }
-        if modes.class_dynamic {
-            self.mlp_dynamic(cls, scratch, dims, site, probe);
-        } else {
-            self.mlp(cls, scratch, dims, site, probe);
-        }
-        probe.f32(site, Point::Output, d, cls);
-    }
-
-    /// `cls += Mlp(norm2(cls))` on the calibrated quantizations.
-    fn mlp(
-        &self,
-        cls: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, hidden) = (dims.d, dims.hidden_token);
-        let (normed, rest) = take::<i8>(scratch, d);
-        let (hid, _) = take::<i8>(rest, hidden);
-        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
-        self.norm2.apply_quantized(cls, &n2, normed);
-        probe.i8(site, Point::Norm2, d, normed, n2);
-        self.fc1.forward_gelu_quantized(normed, n2.scale, hq, hid);
-        probe.i8(site, Point::Hidden, hidden, hid, hq);
-        self.fc2.forward_add(hid, hq.scale, cls);
-    }
-
-    /// [`mlp`](Self::mlp) with the norm2 and GELU rows quantized at run time, over f32 copies
-    /// of the two rows (the CA MLP row of `crate::workspace`'s int8 table).
-    fn mlp_dynamic(
-        &self,
-        cls: &mut [f32],
-        scratch: &mut [u8],
-        dims: &Dims,
-        site: Site,
-        probe: &mut MaybeProbe<'_>,
-    ) {
-        let (d, hidden) = (dims.d, dims.hidden_token);
-        let (normed, rest) = take::<i8>(scratch, d);
-        let (hid, rest) = take::<i8>(rest, hidden);
-        let (normed_f, rest) = take::<f32>(rest, d);
-        let (hid_f, _) = take::<f32>(rest, hidden);
-        let (n2, hq) = (self.acts[act::NORM2], self.acts[act::HIDDEN]);
-        self.norm2.apply(cls, normed_f);
-        let row = ActQuant::of_row(normed_f);
-        row.quantize_slice(normed_f, normed);
-        probe.i8(site, Point::Norm2, d, normed, row);
-        self.fc1.forward_row(normed, &row, &n2, hid_f);
-        for h in hid_f.iter_mut() {
-            *h = gelu_rational(*h);
-        }
-        let row = ActQuant::of_row(hid_f);
-        row.quantize_slice(hid_f, hid);
-        probe.i8(site, Point::Hidden, hidden, hid, row);
-        // The norm2 row is quantized: it takes fc2's output.
-        self.fc2.forward_row(hid, &row, &hq, normed_f);
-        for (c, &y) in cls.iter_mut().zip(normed_f.iter()) {
-            *c += y;
-        }
+        let qkv = [
+            self.class_path_linear(id(QWeight), modes.class_dynamic)?,
+            self.linear(id(KWeight))?,
+            self.linear(id(VWeight))?,
+        ];
+        let (attn, mlp) = self.branches(true, i, qkv, modes)?;
+        Ok(block::ClassAttentionBlock { attn, mlp })
     }
 }
 
@@ -594,7 +616,6 @@ pub(crate) fn check_block(
     index: u32,
     modes: Modes,
 ) -> Result<(), Error> {
-    let dynamic = modes.class_dynamic;
     let f16 = cait_pack::int8::is_f16_block(r.r.pack, token_only, index);
     if f16 && !cfg!(feature = "float") {
         return Err(Error::NotBuiltIn {
@@ -603,10 +624,10 @@ pub(crate) fn check_block(
         });
     }
     match (token_only, f16) {
-        (false, false) => SelfAttentionBlock::resolve(r, index).map(drop),
-        (true, false) => ClassAttentionBlock::resolve(r, index, dynamic).map(drop),
-        (false, true) => crate::blocks::SelfAttentionBlock::resolve(r.r, index).map(drop),
-        (true, true) => crate::blocks::ClassAttentionBlock::resolve(r.r, index).map(drop),
+        (false, false) => r.self_attention_block(index, modes).map(drop),
+        (true, false) => r.class_attention_block(index, modes).map(drop),
+        (false, true) => r.r.self_attention_block(index).map(drop),
+        (true, true) => r.r.class_attention_block(index).map(drop),
     }
 }
 
@@ -666,11 +687,11 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
     ) -> Result<(), Error> {
         let (site, dims) = (Site::Block(i), self.dims);
         if self.f16(false, i) {
-            let block = crate::blocks::SelfAttentionBlock::resolve(self.r.r, i)?;
-            block.forward(tokens, floats(scratch), dims, site, probe);
+            let block = self.r.r.self_attention_block(i)?;
+            block.forward(tokens, scratch, dims, site, probe);
         } else {
-            let block = SelfAttentionBlock::resolve(self.r, i)?;
-            block.forward(tokens, scratch, dims, self.stem.modes, site, probe);
+            let block = self.r.self_attention_block(i, self.stem.modes)?;
+            block.forward(tokens, scratch, dims, site, probe);
         }
         Ok(())
     }
@@ -688,13 +709,13 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
         sink: Option<&mut dyn AttentionSink>,
         probe: &mut MaybeProbe<'_>,
     ) -> Result<(), Error> {
-        let (b, dims, modes) = (i as usize, self.dims, self.stem.modes);
+        let (b, dims) = (i as usize, self.dims);
         if self.f16(true, i) {
-            let block = crate::blocks::ClassAttentionBlock::resolve(self.r.r, i)?;
-            block.forward(tokens, cls, floats(scratch), dims, b, sink, probe);
+            let block = self.r.r.class_attention_block(i)?;
+            block.forward(tokens, cls, scratch, dims, b, sink, probe);
         } else {
-            let block = ClassAttentionBlock::resolve(self.r, i, modes.class_dynamic)?;
-            block.forward(tokens, cls, scratch, dims, modes, b, sink, probe);
+            let block = self.r.class_attention_block(i, self.stem.modes)?;
+            block.forward(tokens, cls, scratch, dims, b, sink, probe);
         }
         Ok(())
     }

@@ -87,6 +87,11 @@ pub(crate) struct QLinear<'a> {
 }
 
 impl<'a> QLinear<'a> {
+    /// Output features.
+    pub(crate) fn out_features(&self) -> usize {
+        self.bias.len()
+    }
+
     /// The layer restricted to output features `start..start + len` (timm's fused qkv).
     pub(crate) fn output_rows(&self, start: usize, len: usize) -> QLinear<'a> {
         let k = self.in_features;
@@ -163,21 +168,6 @@ impl<'a> QLinear<'a> {
     ) {
         self.forward(x, input_scale, &mut |t, o, y| {
             out[o * stride + t] = q.quantize(y)
-        });
-    }
-
-    /// `out[t·W + o] = q.quantize(gelu(y))`: `fc1` (GELU on the rational `erf`).
-    #[inline(never)]
-    pub(crate) fn forward_gelu_quantized(
-        &self,
-        x: &[i8],
-        input_scale: f32,
-        q: ActQuant,
-        out: &mut [i8],
-    ) {
-        let w = self.bias.len();
-        self.forward(x, input_scale, &mut |t, o, y| {
-            out[t * w + o] = q.quantize(crate::kernels::gelu::gelu_rational(y))
         });
     }
 

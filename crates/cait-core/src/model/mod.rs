@@ -1,12 +1,14 @@
 //! The model: a validated, zero-copy view of a pack's weights, and its forward pass.
 
+pub(crate) mod block;
+
 use core::fmt;
 
 use cait_pack::{ModelConfig, Pack, Precision};
 
 use crate::Error;
 use crate::attention::AttentionSink;
-use crate::blocks::{ClassAttentionBlock, Dims, FloatStages, Resolver, SelfAttentionBlock, Stem};
+use crate::blocks::{Dims, FloatStages, Resolver, Stem};
 use crate::input::{Image, Input};
 use crate::int8::{self, Int8Resolver, Modes};
 use crate::kernels::int8::MAX_REDUCTION;
@@ -106,10 +108,10 @@ impl<'a> Model<'a> {
             Precision::F32 | Precision::F16 => {
                 let stem = Stem::resolve(&r)?;
                 for i in 0..config.depth {
-                    SelfAttentionBlock::resolve(&r, i)?;
+                    r.self_attention_block(i)?;
                 }
                 for i in 0..config.depth_token_only {
-                    ClassAttentionBlock::resolve(&r, i)?;
+                    r.class_attention_block(i)?;
                 }
                 Engine::Float(stem)
             }

@@ -460,6 +460,21 @@ impl<'a> Resolver<'_, 'a> {
         })
     }
 
+    /// `blocks.{i}.attn.proj_l` and `proj_w` (f32 in every pack).
+    pub(crate) fn talking_heads(&self, i: u32) -> Result<TalkingHeads<'a>, Error> {
+        use BlockParam::*;
+        let mix = |w, b| -> Result<HeadMix<'a>, Error> {
+            Ok(HeadMix {
+                weight: self.f32(TensorId::Block(i, w))?,
+                bias: self.f32(TensorId::Block(i, b))?,
+            })
+        };
+        Ok(TalkingHeads {
+            proj_l: mix(ProjLWeight, ProjLBias)?,
+            proj_w: mix(ProjWWeight, ProjWBias)?,
+        })
+    }
+
     /// `blocks.{i}`.
     pub(crate) fn self_attention_block(&self, i: u32) -> Result<SelfAttentionBlock<'a>, Error> {
         use BlockParam::*;
@@ -469,16 +484,7 @@ impl<'a> Resolver<'_, 'a> {
         let split = [0, 1, 2].map(|j| qkv.output_rows(j * d, d));
         Ok(block::SelfAttentionBlock {
             attn: self.attention(id, split)?,
-            mix: TalkingHeads {
-                proj_l: HeadMix {
-                    weight: self.f32(id(ProjLWeight))?,
-                    bias: self.f32(id(ProjLBias))?,
-                },
-                proj_w: HeadMix {
-                    weight: self.f32(id(ProjWWeight))?,
-                    bias: self.f32(id(ProjWBias))?,
-                },
-            },
+            mix: self.talking_heads(i)?,
             mlp: self.mlp(id)?,
         })
     }

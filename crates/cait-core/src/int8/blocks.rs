@@ -10,7 +10,7 @@ use cait_pack::{BlockParam, GlobalPool, TensorId};
 use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::Error;
-use crate::attention::{AttentionSink, HeadMix, TalkingHeads};
+use crate::attention::{AttentionSink, TalkingHeads};
 use crate::blocks::{Dims, pool};
 use crate::input::Image;
 use crate::kernels::gelu::gelu_rational;
@@ -571,21 +571,11 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
     ) -> Result<SelfAttentionBlock<'a>, Error> {
         use BlockParam::*;
         let id = |p| TensorId::Block(i, p);
-        let f = |p| self.r.f32(id(p));
         let d = self.r.cfg.embed_dim as usize;
         let qkv = self.linear(id(QkvWeight))?;
         let split = [0, 1, 2].map(|j| qkv.output_rows(j * d, d));
         let (attn, mlp) = self.branches(false, i, split, modes)?;
-        let mix = TalkingHeads {
-            proj_l: HeadMix {
-                weight: f(ProjLWeight)?,
-                bias: f(ProjLBias)?,
-            },
-            proj_w: HeadMix {
-                weight: f(ProjWWeight)?,
-                bias: f(ProjWBias)?,
-            },
-        };
+        let mix = self.r.talking_heads(i)?;
         Ok(block::SelfAttentionBlock { attn, mix, mlp })
     }
 

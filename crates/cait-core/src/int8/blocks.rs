@@ -476,6 +476,7 @@ impl block::Mlp for Mlp<'_> {
 impl Mlp<'_> {
     /// `cls += Mlp(norm2(cls))` with the norm2 and GELU rows of the class token quantized at run
     /// time, over f32 copies of the two rows (the CA MLP row of `crate::workspace`'s int8 table).
+    #[inline(never)]
     fn forward_dynamic(
         &self,
         cls: &mut [f32],
@@ -515,13 +516,15 @@ pub(crate) type SelfAttentionBlock<'a> = block::SelfAttentionBlock<'a, Attention
 pub(crate) type ClassAttentionBlock<'a> = block::ClassAttentionBlock<Attention<'a>, Mlp<'a>>;
 
 impl<'a> Int8Resolver<'_, '_, 'a> {
-    /// The branches of block `i` (a class-attention block when `token_only`) whose `q`/`k`/`v`
-    /// are given; `dynamic`: the class path quantized at run time (class-attention blocks only).
+    /// The attention and MLP branches of block `i` (a class-attention block when `token_only`;
+    /// its class-path layers with their row sums when the pack's class path is `dynamic`).
+    // Out of line: the block's tensors are resolved in this one frame, which on a device sits
+    // below the forward pass's deepest call only briefly.
+    #[inline(never)]
     fn branches(
         &self,
         token_only: bool,
         i: u32,
-        [q, k, v]: [QLinear<'a>; 3],
         modes: Modes,
     ) -> Result<(Attention<'a>, Mlp<'a>), Error> {
         use BlockParam::*;
@@ -532,6 +535,18 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
         let f = |p| self.r.f32(id(p));
         let dynamic = token_only && modes.class_dynamic;
         let class_path = |p| self.class_path_linear(id(p), dynamic);
+        let [q, k, v] = if token_only {
+            [
+                class_path(QWeight)?,
+                self.linear(id(KWeight))?,
+                self.linear(id(VWeight))?,
+            ]
+        } else {
+            // timm's fused qkv: rows `0..D`, `D..2D`, `2D..3D`.
+            let d = self.r.cfg.embed_dim as usize;
+            let qkv = self.linear(id(QkvWeight))?;
+            [0, 1, 2].map(|j| qkv.output_rows(j * d, d))
+        };
         let acts: BlockActs = self.act_quant(Int8Tensor::BlockActQuant {
             token_only,
             index: i,
@@ -569,31 +584,18 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
         i: u32,
         modes: Modes,
     ) -> Result<SelfAttentionBlock<'a>, Error> {
-        use BlockParam::*;
-        let id = |p| TensorId::Block(i, p);
-        let d = self.r.cfg.embed_dim as usize;
-        let qkv = self.linear(id(QkvWeight))?;
-        let split = [0, 1, 2].map(|j| qkv.output_rows(j * d, d));
-        let (attn, mlp) = self.branches(false, i, split, modes)?;
+        let (attn, mlp) = self.branches(false, i, modes)?;
         let mix = self.r.talking_heads(i)?;
         Ok(block::SelfAttentionBlock { attn, mix, mlp })
     }
 
-    /// `blocks_token_only.{i}`; the class-path layers with their row sums when the pack's class
-    /// path is `dynamic`.
+    /// `blocks_token_only.{i}`.
     pub(crate) fn class_attention_block(
         &self,
         i: u32,
         modes: Modes,
     ) -> Result<ClassAttentionBlock<'a>, Error> {
-        use BlockParam::*;
-        let id = |p| TensorId::TokenBlock(i, p);
-        let qkv = [
-            self.class_path_linear(id(QWeight), modes.class_dynamic)?,
-            self.linear(id(KWeight))?,
-            self.linear(id(VWeight))?,
-        ];
-        let (attn, mlp) = self.branches(true, i, qkv, modes)?;
+        let (attn, mlp) = self.branches(true, i, modes)?;
         Ok(block::ClassAttentionBlock { attn, mlp })
     }
 }

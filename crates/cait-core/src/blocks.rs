@@ -513,35 +513,29 @@ pub(crate) struct FloatStages<'s, 'r, 'p, 'a> {
 }
 
 impl Stages for FloatStages<'_, '_, '_, '_> {
-    // Out of line: run once per image, it would only crowd the register allocation of the
-    // block loops it would be inlined beside.
+    const COL_VALUE_BYTES: usize = 4;
+
+    // Out of line: it would only crowd the register allocation of the block loops it would be
+    // inlined beside.
     #[inline(never)]
     fn patch_embed(
         &self,
         image: &Image<'_, '_>,
+        first: usize,
         tokens: &mut [f32],
-        scratch: &mut [u8],
+        cols: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     ) {
-        let (stem, dims, scratch) = (self.stem, self.dims, floats(scratch));
+        let (stem, dims) = (self.stem, self.dims);
         let (d, len) = (dims.d, dims.patch_len);
-        let per_pass = (scratch.len() / len).clamp(1, dims.n.max(1));
-        let passes = tokens
-            .chunks_mut(per_pass * d)
-            .zip(stem.pos_embed.chunks(per_pass * d));
-        for (pass, (xs, pos)) in passes.enumerate() {
-            let count = xs.len() / d;
-            let cols = &mut scratch[..count * len];
-            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
-                img.row(c, y, x, dst)
-            });
-            probe.f32(Site::PatchEmbed, Point::Input, len, cols);
-            stem.patch_embed.forward(cols, xs, Epilogue::Store);
-            for (x, &e) in xs.iter_mut().zip(pos) {
-                *x += e;
-            }
+        let cols = &mut floats(cols)[..tokens.len() / d * len];
+        image.im2col(dims, first, cols, |img, c, y, x, dst| img.row(c, y, x, dst));
+        probe.f32(Site::PatchEmbed, Point::Input, len, cols);
+        stem.patch_embed.forward(cols, tokens, Epilogue::Store);
+        let pos = &stem.pos_embed[first * d..first * d + tokens.len()];
+        for (x, &e) in tokens.iter_mut().zip(pos) {
+            *x += e;
         }
-        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
     }
 
     fn self_attention(

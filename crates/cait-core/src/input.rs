@@ -55,12 +55,35 @@ pub(crate) struct Image<'i, 'p> {
     pre: &'p Preprocess,
     /// `[C, H, W]`.
     shape: [usize; 3],
+    /// The image row the input starts at (HWC pixels only; 0 otherwise).
+    first_row: usize,
 }
 
 impl<'i, 'p> Image<'i, 'p> {
     /// `input` must hold `C·H·W` values (checked by the caller).
     pub(crate) fn new(input: Input<'i>, pre: &'p Preprocess, shape: [usize; 3]) -> Self {
-        Image { input, pre, shape }
+        Image {
+            input,
+            pre,
+            shape,
+            first_row: 0,
+        }
+    }
+
+    /// An image whose HWC pixels `input` start at image row `first_row` (rows above it are gone:
+    /// the patch embedding of a frame in the workspace, see `model::embed_frame`).
+    pub(crate) fn rows_from(
+        input: Input<'i>,
+        pre: &'p Preprocess,
+        shape: [usize; 3],
+        first_row: usize,
+    ) -> Self {
+        Image {
+            input,
+            pre,
+            shape,
+            first_row,
+        }
     }
 
     /// Index of `(c, y, x)` in the input's own layout.
@@ -69,7 +92,7 @@ impl<'i, 'p> Image<'i, 'p> {
         let [chans, h, w] = self.shape;
         match layout {
             PixelLayout::Chw => (c * h + y) * w + x,
-            PixelLayout::Hwc => (y * w + x) * chans + c,
+            PixelLayout::Hwc => ((y - self.first_row) * w + x) * chans + c,
         }
     }
 

@@ -95,6 +95,7 @@ pub use model::{Model, Outputs};
 pub use probe::{Point, Probe, Site, Tap, Values};
 pub use session::Session;
 pub use workspace::{
-    WORKSPACE_ALIGN, Workspace, mixed_workspace_bytes, pack_workspace_bytes,
-    try_workspace_bytes_for, workspace_bytes, workspace_bytes_for,
+    WORKSPACE_ALIGN, Workspace, frame_offset, frame_workspace_bytes, frame_workspace_bytes_for,
+    mixed_workspace_bytes, pack_workspace_bytes, try_workspace_bytes_for, workspace_bytes,
+    workspace_bytes_for,
 };

@@ -72,9 +72,40 @@ impl<'a> Session<'a> {
         logits: &mut [f32],
     ) -> Result<(usize, f32), Error> {
         self.run(input, logits)?;
-        // A model has at least one logit (the config is validated), so the top-1 exists.
-        Ok(top_k::<1>(logits).first().copied().unwrap_or((0, f32::NAN)))
+        Ok(top_1(logits))
     }
+
+    /// The frame buffer inside the workspace: [`Model::input_len`] bytes of 8-bit HWC pixels
+    /// (interleaved, RGBRGB…) that [`classify_frame`](Self::classify_frame) reads in place — fill
+    /// it from the camera, then classify, with no RAM for the frame beyond the workspace.
+    ///
+    /// Errors: [`Error::WorkspaceTooSmall`] when the bound workspace has fewer than
+    /// [`Model::frame_workspace_bytes`] bytes ([`frame_workspace_bytes_for`](crate::frame_workspace_bytes_for)
+    /// sizes it at compile time).
+    pub fn frame_mut(&mut self) -> Result<&mut [u8], Error> {
+        let (at, len) = (self.model.frame_offset(), self.model.input_len());
+        let needed = self.model.frame_workspace_bytes();
+        let got = self.workspace.len();
+        match self.workspace.get_mut(at..at + len) {
+            Some(frame) if got >= needed => Ok(frame),
+            _ => Err(Error::WorkspaceTooSmall { needed, got }),
+        }
+    }
+
+    /// Classifies the frame in [`frame_mut`](Self::frame_mut) ([`Model::forward_frame`]: the
+    /// logits of the same pixels given as [`Input::Pixels`] in HWC, bit for bit), then returns
+    /// the top class and its logit. The frame is overwritten: fill it again for the next image.
+    pub fn classify_frame(&mut self, logits: &mut [f32]) -> Result<(usize, f32), Error> {
+        self.model
+            .forward_frame(self.workspace, Outputs::logits(logits))?;
+        Ok(top_1(logits))
+    }
+}
+
+/// The top class and its logit (the earlier class on a tie). A model has at least one logit (the
+/// config is validated), so the top-1 exists.
+fn top_1(logits: &[f32]) -> (usize, f32) {
+    top_k::<1>(logits).first().copied().unwrap_or((0, f32::NAN))
 }
 
 impl core::fmt::Debug for Session<'_> {

@@ -274,6 +274,96 @@ pub const fn try_workspace_bytes_for(pack: &[u8]) -> Result<usize, cait_pack::Pa
     }
 }
 
+/// Byte offset of the in-workspace frame (see [`frame_offset`]) as a u128.
+const fn frame_offset_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
+    let p = cfg.patch_size as u128;
+    let (cols, rows) = match (
+        (cfg.img_size[1] as u128).checked_div(p),
+        (cfg.img_size[0] as u128).checked_div(p),
+    ) {
+        (Some(c), Some(r)) => (c, r),
+        _ => (0, 0),
+    };
+    let c = cfg.in_chans as u128;
+    // The patch embedding's columns: int8 in every int8 pack (mixed ones too), else f32.
+    let value = match precision {
+        Precision::Int8 => 1,
+        _ => 4,
+    };
+    let row_tokens = cols * cfg.embed_dim as u128 * 4;
+    let row_pixels = p * cfg.img_size[1] as u128 * c;
+    let row_cols = cols * c * p * p * value;
+    // Pass r writes tokens up to (r+1)·row_tokens and columns after them, and must stay below
+    // frame row r at F + r·row_pixels: the bound is tightest at the first or the last pass.
+    let grow = if row_tokens > row_pixels && rows > 0 {
+        (rows - 1) * (row_tokens - row_pixels)
+    } else {
+        0
+    };
+    row_tokens + row_cols + grow
+}
+
+const fn saturate(bytes: u128) -> usize {
+    if bytes > usize::MAX as u128 {
+        usize::MAX
+    } else {
+        bytes as usize
+    }
+}
+
+/// Where an 8-bit camera frame can live inside the workspace itself, so that RAM holds the
+/// workspace alone: the byte offset of a `C·H·W`-byte HWC frame that
+/// [`Model::forward_frame`](crate::Model::forward_frame) reads in place.
+///
+/// Its patch embedding runs one row of patches per pass; pass `r` writes the tokens of patch
+/// row `r` (`grid_cols·D` f32 from the workspace's start) and that row's im2col'd patches right
+/// after them, while the frame from image row `r·p` on is still to be read. The offset is the
+/// least that keeps both below the unread frame at every pass:
+/// `row_tokens + row_cols + max(0, (rows − 1)·(row_tokens − row_pixels))` bytes, with
+/// `row_tokens = grid_cols·D·4`, `row_cols = grid_cols·C·p²` (·4 for f32 and f16 packs) and
+/// `row_pixels = p·W·C`. Saturates as [`workspace_bytes`] does.
+pub const fn frame_offset(cfg: &ModelConfig, precision: Precision) -> usize {
+    saturate(frame_offset_u128(cfg, precision))
+}
+
+/// The workspace bytes for [`Model::forward_frame`](crate::Model::forward_frame): the larger of
+/// the layout's ([`workspace_bytes`], or [`mixed_workspace_bytes`] when `mixed`) and the
+/// frame's end, [`frame_offset`] `+ C·H·W`. For cait_xxs24_224 at int8 the frame (150,528
+/// bytes) ends at 172,032, inside the 244,020-byte layout: a frame costs no RAM.
+pub const fn frame_workspace_bytes(cfg: &ModelConfig, precision: Precision, mixed: bool) -> usize {
+    let layout = if mixed {
+        mixed_bytes_u128(cfg)
+    } else {
+        bytes_u128(cfg, precision)
+    };
+    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
+    saturate(max(layout, frame_offset_u128(cfg, precision) + frame))
+}
+
+/// [`frame_workspace_bytes`] from a pack's bytes in a const context, as
+/// [`workspace_bytes_for`] (and panicking as it does when the header cannot be read):
+///
+/// ```
+/// cait_pack::include_pack!(PACK = "../../../models/fashion-cait/fashion-cait-int8.cait");
+/// const BYTES: usize = cait_core::frame_workspace_bytes_for(PACK.bytes());
+/// // The 28×28 gray frame fits in the layout's own bytes.
+/// const _: () = assert!(BYTES == cait_core::workspace_bytes_for(PACK.bytes()));
+/// ```
+pub const fn frame_workspace_bytes_for(pack: &[u8]) -> usize {
+    match cait_pack::PackHeader::read(pack) {
+        Ok(h) => frame_workspace_bytes(&h.config, h.precision, h.mixed),
+        Err(_) => panic!("not a readable .cait pack (bad magic, version, header or tensor table)"),
+    }
+}
+
+/// [`frame_offset`], or `None` when the frame's end does not fit in `usize`.
+pub(crate) fn checked_frame_offset(cfg: &ModelConfig, precision: Precision) -> Option<usize> {
+    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
+    let offset = frame_offset_u128(cfg, precision);
+    usize::try_from(offset + frame).ok()?;
+    usize::try_from(offset).ok()
+}
+
 /// [`workspace_bytes`] (or [`mixed_workspace_bytes`] when `mixed`), or `None` when it does not fit
 /// in `usize`.
 pub(crate) fn checked_workspace_bytes(

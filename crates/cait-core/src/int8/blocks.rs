@@ -640,34 +640,28 @@ impl Stages<'_, '_, '_, '_> {
 }
 
 impl crate::model::Stages for Stages<'_, '_, '_, '_> {
+    const COL_VALUE_BYTES: usize = 1;
+
     fn patch_embed(
         &self,
         image: &Image<'_, '_>,
+        first: usize,
         tokens: &mut [f32],
-        scratch: &mut [u8],
+        cols: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     ) {
         let (stem, dims) = (self.stem, self.dims);
         let (d, len) = (dims.d, dims.patch_len);
-        // `take` rounds each region up to 4 bytes: keep 3 spare.
-        let per_pass = (scratch.len().saturating_sub(3) / len).clamp(1, dims.n.max(1));
-        let (cols, _) = take::<i8>(scratch, per_pass * len);
+        let pos = &stem.pos_embed[first * d..first * d + tokens.len()];
+        let cols = &mut bytemuck::cast_slice_mut::<u8, i8>(cols)[..tokens.len() / d * len];
         let q = stem.input;
-        let passes = tokens
-            .chunks_mut(per_pass * d)
-            .zip(stem.pos_embed.chunks(per_pass * d));
-        for (pass, (xs, pos)) in passes.enumerate() {
-            let count = xs.len() / d;
-            let cols = &mut cols[..count * len];
-            image.im2col(dims, pass * per_pass, cols, |img, c, y, x, dst| {
-                img.row_quantized(c, y, x, &q, dst)
-            });
-            probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
-            stem.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
-                xs[t * d + o] = y + pos[t * d + o];
-            });
-        }
-        probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
+        image.im2col(dims, first, cols, |img, c, y, x, dst| {
+            img.row_quantized(c, y, x, &q, dst)
+        });
+        probe.i8(Site::PatchEmbed, Point::Input, len, cols, q);
+        stem.patch_embed.forward(cols, q.scale, &mut |t, o, y| {
+            tokens[t * d + o] = y + pos[t * d + o];
+        });
     }
 
     fn self_attention(

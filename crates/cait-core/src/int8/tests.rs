@@ -840,6 +840,127 @@ fn pixel_input_equals_the_normalized_image() {
     }
 }
 
+/// A frame held in the workspace itself ([`Model::forward_frame`], [`crate::Session::frame_mut`])
+/// gives the logits of the same HWC pixels given as [`crate::Input::Pixels`], bit for bit, on f32,
+/// f16 and int8 packs; whatever the rest of the workspace holds; with the frame ending
+/// inside the layout and beyond it; when the tokens outgrow the pixels row by row (`4·D > C·p²`)
+/// and when they do not; with odd widths. One byte less than
+/// `frame_workspace_bytes` is refused.
+#[test]
+fn frame_in_the_workspace_equals_pixel_input() {
+    use crate::{Input, PixelLayout, Session};
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut odd = config([20, 12], 4, 2, 3, 36, 1, 3);
+    odd.mlp_hidden_dim = 37;
+    let cases = [
+        // 4·D = 64 < C·p² = 192: the pixels are consumed faster than tokens are written.
+        config([16, 24], 8, 3, 5, 16, 2, 2),
+        // 4·D = 128 > C·p² = 16: the tokens outgrow the pixels; the offset grows with the rows.
+        config([16, 20], 4, 1, 4, 32, 1, 2),
+        // 4·D = 768 = C·p² (cait_xxs24_224's ratio), 3 × 3 patches.
+        config([48, 48], 16, 3, 4, 192, 1, 4),
+        // 5 × 3 patches, D 36 (not a multiple of 8), 3 heads, an odd MLP width.
+        odd,
+    ];
+    for (k, cfg) in cases.iter().enumerate() {
+        let w = random_weights(cfg, 30 + k as u32);
+        let mut rng = Rng::new(90 + k as u32);
+        let len = cfg.input_len().unwrap();
+        let frame: Vec<u8> = (0..len)
+            .map(|_| ((rng.uniform() + 1.0) * 127.99) as u8)
+            .collect();
+        let int8 = int8_pack(cfg, &w, &images(cfg, 3, 2), "int8", "int8", None);
+        let packs = [
+            pack_bytes(cfg, &w, Precision::F32, None),
+            pack_bytes(cfg, &w, Precision::F16, None),
+            int8,
+        ];
+        for bytes in &packs {
+            let pack = Pack::parse(bytes.bytes()).unwrap();
+            let model = Model::from_pack(&pack).unwrap();
+            let what = format!("case {k}, {:?} pack", pack.precision());
+            let mut ws = workspace(model.workspace_bytes());
+            let ws = bytemuck::cast_slice_mut(&mut ws);
+            let mut want = vec![0f32; model.logits_len()];
+            let input = Input::Pixels {
+                data: &frame,
+                layout: PixelLayout::Hwc,
+            };
+            model
+                .forward_input(input, ws, Outputs::logits(&mut want))
+                .unwrap();
+            let bytes_needed = model.frame_workspace_bytes();
+            let header = cait_pack::PackHeader::read(bytes.bytes()).unwrap();
+            assert_eq!(
+                bytes_needed,
+                crate::frame_workspace_bytes(cfg, pack.precision(), header.mixed),
+                "{what}"
+            );
+            assert_eq!(
+                bytes_needed,
+                crate::frame_workspace_bytes_for(bytes.bytes())
+            );
+            // Fill every byte but the frame with noise: the pass must not read it.
+            let mut big = workspace(bytes_needed);
+            let big: &mut [u8] = bytemuck::cast_slice_mut(&mut big);
+            let big = &mut big[..bytes_needed];
+            for b in big.iter_mut() {
+                *b = (rng.uniform() * 100.0) as i8 as u8;
+            }
+            let mut session = Session::new(bytes.bytes(), big).unwrap();
+            session.frame_mut().unwrap().copy_from_slice(&frame);
+            let mut got = vec![f32::NAN; model.logits_len()];
+            session.classify_frame(&mut got).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{what}");
+            // One byte short: the frame does not fit (the layout alone may).
+            let mut short = workspace(bytes_needed);
+            let short: &mut [u8] = bytemuck::cast_slice_mut(&mut short);
+            let short = &mut short[..bytes_needed - 1];
+            let e = model
+                .forward_frame(short, Outputs::logits(&mut got))
+                .unwrap_err();
+            assert!(matches!(e, Error::WorkspaceTooSmall { .. }), "{what}: {e}");
+            if bytes_needed > model.workspace_bytes() {
+                let mut session = Session::new(bytes.bytes(), short).unwrap();
+                let e = session.frame_mut().unwrap_err();
+                assert!(matches!(e, Error::WorkspaceTooSmall { .. }), "{what}: {e}");
+            }
+        }
+    }
+}
+
+/// The frame's offset is the least that keeps every pass of the in-place patch embedding below
+/// the unread frame: pass `r` writes `(r+1)·row_tokens` bytes of tokens and `row_cols` of columns
+/// after them, and frame row `r·p` starts at `offset + r·row_pixels`. Checked pass by pass (not
+/// by the closed form) on random shapes, with equality at the tightest pass.
+#[test]
+fn frame_offset_is_the_least_safe_one() {
+    let mut rng = Rng::new(5);
+    for _ in 0..2000 {
+        let mut pick =
+            |lo: u32, hi: u32| lo + ((rng.uniform() + 1.0) * 0.5 * (hi - lo) as f32) as u32;
+        let p = pick(1, 17);
+        let img = [p * pick(1, 9), p * pick(1, 9)];
+        let cfg = config(img, p, pick(1, 5), 3, 4 * pick(1, 64), 1, 4);
+        for precision in [Precision::F32, Precision::Int8] {
+            let value = if precision == Precision::Int8 { 1 } else { 4 };
+            let (rows, cols) = ((img[0] / p) as usize, (img[1] / p) as usize);
+            let (c, d, p) = (cfg.in_chans as usize, cfg.embed_dim as usize, p as usize);
+            let row_tokens = cols * d * 4;
+            let row_cols = cols * c * p * p * value;
+            let row_pixels = p * img[1] as usize * c;
+            let offset = crate::frame_offset(&cfg, precision);
+            let slack: Vec<i64> = (0..rows)
+                .map(|r| {
+                    (offset + r * row_pixels) as i64 - ((r + 1) * row_tokens + row_cols) as i64
+                })
+                .collect();
+            assert!(slack.iter().all(|&s| s >= 0), "{cfg:?} {precision:?}");
+            assert_eq!(slack.iter().min(), Some(&0), "{cfg:?} {precision:?}");
+        }
+    }
+}
+
 /// A build with one engine left out refuses the other's packs by name (tools/test.sh runs this
 /// with each engine alone; with both it is not compiled).
 #[test]

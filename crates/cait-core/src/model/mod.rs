@@ -4,16 +4,16 @@ pub(crate) mod block;
 
 use core::fmt;
 
-use cait_pack::{ModelConfig, Pack, Precision};
+use cait_pack::{ModelConfig, Pack, Precision, Preprocess};
 
 use crate::Error;
 use crate::attention::AttentionSink;
 use crate::blocks::{Dims, FloatStages, Resolver, Stem};
-use crate::input::{Image, Input};
+use crate::input::{Image, Input, PixelLayout};
 use crate::int8::{self, Int8Resolver, Modes};
 use crate::kernels::int8::MAX_REDUCTION;
-use crate::probe::{MaybeProbe, Probe};
-use crate::workspace::{as_aligned_bytes, checked_workspace_bytes, take};
+use crate::probe::{MaybeProbe, Point, Probe, Site};
+use crate::workspace::{as_aligned_bytes, checked_frame_offset, checked_workspace_bytes, take};
 
 /// A CaiT model whose weights are borrowed from a [`Pack`].
 ///
@@ -32,6 +32,7 @@ pub struct Model<'a> {
     dims: Dims,
     engine: Engine<'a>,
     workspace_bytes: usize,
+    frame_offset: usize,
 }
 
 /// The stages outside the blocks, per kind of pack.
@@ -150,12 +151,15 @@ impl<'a> Model<'a> {
                 return Err(Error::NotBuiltIn { precision, feature });
             }
         };
+        let frame_offset = checked_frame_offset(&config, precision)
+            .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
         Ok(Model {
             pack: *pack,
             config,
             dims,
             engine,
             workspace_bytes,
+            frame_offset,
         })
     }
 
@@ -252,6 +256,57 @@ impl<'a> Model<'a> {
         self.run(Input::Normalized(input), workspace, outputs, Some(probe))
     }
 
+    /// Workspace bytes for a forward pass that reads its image from the workspace itself
+    /// ([`forward_frame`](Self::forward_frame)): [`workspace_bytes`](Self::workspace_bytes), or
+    /// more when the frame ends beyond them ([`crate::frame_workspace_bytes`]).
+    pub fn frame_workspace_bytes(&self) -> usize {
+        // Cannot overflow: `from_pack` checked the frame's end.
+        self.workspace_bytes
+            .max(self.frame_offset + self.input_len())
+    }
+
+    /// Where in the workspace [`forward_frame`](Self::forward_frame) reads its frame: bytes
+    /// `frame_offset()..frame_offset() + input_len()` ([`crate::frame_offset`]).
+    pub fn frame_offset(&self) -> usize {
+        self.frame_offset
+    }
+
+    /// Classifies the 8-bit frame held in the workspace itself — `input_len()` pixels, HWC
+    /// (interleaved, as cameras deliver them; for one channel the same as CHW), at
+    /// [`frame_offset`](Self::frame_offset) — normalized with the pack's mean and std as the
+    /// patch embedding reads it: the logits of `forward_input(Input::Pixels { .., layout: Hwc })`
+    /// bit for bit, with no RAM for the frame beyond the workspace. The frame is overwritten.
+    ///
+    /// `workspace` needs [`frame_workspace_bytes`](Self::frame_workspace_bytes) bytes at a
+    /// 4-byte aligned address. Every argument is checked before any work.
+    pub fn forward_frame(&self, workspace: &mut [u8], outputs: Outputs<'_>) -> Result<(), Error> {
+        self.check_outputs(&outputs)?;
+        let ws = as_aligned_bytes(workspace, self.frame_workspace_bytes())?;
+        let source = Source::Frame {
+            pre: self.pack.preprocess(),
+            at: self.frame_offset,
+        };
+        self.drive(source, ws, outputs, None)
+    }
+
+    fn check_outputs(&self, outputs: &Outputs<'_>) -> Result<(), Error> {
+        if outputs.logits.len() != self.logits_len() {
+            return Err(Error::LogitsLength {
+                expected: self.logits_len(),
+                got: outputs.logits.len(),
+            });
+        }
+        if let Some(f) = outputs.features.as_deref()
+            && f.len() != self.dims.d
+        {
+            return Err(Error::FeaturesLength {
+                expected: self.dims.d,
+                got: f.len(),
+            });
+        }
+        Ok(())
+    }
+
     fn run(
         &self,
         input: Input<'_>,
@@ -266,42 +321,39 @@ impl<'a> Model<'a> {
                 got: input.len(),
             });
         }
-        if outputs.logits.len() != self.logits_len() {
-            return Err(Error::LogitsLength {
-                expected: self.logits_len(),
-                got: outputs.logits.len(),
-            });
-        }
-        if let Some(f) = outputs.features.as_deref()
-            && f.len() != dims.d
-        {
-            return Err(Error::FeaturesLength {
-                expected: dims.d,
-                got: f.len(),
-            });
-        }
+        self.check_outputs(&outputs)?;
         let image = Image::new(
             input,
             self.pack.preprocess(),
             [dims.in_chans, dims.img[0], dims.img[1]],
         );
+        let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
+        self.drive(Source::Image(image), ws, outputs, probe)
+    }
+
+    fn drive(
+        &self,
+        source: Source<'_, '_>,
+        ws: &mut [u8],
+        outputs: Outputs<'_>,
+        probe: Option<&mut dyn Probe>,
+    ) -> Result<(), Error> {
+        let (cfg, dims, bytes) = (&self.config, &self.dims, self.workspace_bytes);
         let r = Resolver {
             pack: &self.pack,
             cfg: &self.config,
         };
-        let ws = as_aligned_bytes(workspace, self.workspace_bytes)?;
-        let cfg = &self.config;
         match &self.engine {
             #[cfg(feature = "int8")]
             Engine::Int8(stem) => {
                 let r = Int8Resolver { r: &r };
                 let stages = int8::Stages { r: &r, stem, dims };
-                drive(&stages, cfg, dims, &image, ws, outputs, probe)
+                drive(&stages, cfg, dims, source, ws, bytes, outputs, probe)
             }
             #[cfg(feature = "float")]
             Engine::Float(stem) => {
                 let stages = FloatStages { r: &r, stem, dims };
-                drive(&stages, cfg, dims, &image, ws, outputs, probe)
+                drive(&stages, cfg, dims, source, ws, bytes, outputs, probe)
             }
             #[cfg(not(any(feature = "float", feature = "int8")))]
             Engine::Unbuilt(never, _) => match *never {},
@@ -314,12 +366,17 @@ impl<'a> Model<'a> {
 /// workspace into residual stream, class token and scratch, the block loops, the hand-over of the
 /// attention sink — is written once, here.
 pub(crate) trait Stages {
-    /// `tokens = PatchEmbed(image) + pos_embed`.
+    /// Bytes of one value of the patch embedding's im2col'd columns (`f32` or `i8`).
+    const COL_VALUE_BYTES: usize;
+
+    /// `tokens = PatchEmbed(patches) + pos_embed` for the `tokens.len() / D` patches from
+    /// `first` (in grid order), im2col'd into `cols` (`C·p²` values each).
     fn patch_embed(
         &self,
         image: &Image<'_, '_>,
+        first: usize,
         tokens: &mut [f32],
-        scratch: &mut [u8],
+        cols: &mut [u8],
         probe: &mut MaybeProbe<'_>,
     );
 
@@ -359,14 +416,30 @@ pub(crate) trait Stages {
     );
 }
 
-/// A forward pass: `workspace` is exactly the layout's bytes, 4-byte aligned (`tokens` `N·D` f32,
-/// `cls` `D` f32, then the scratch; see [`crate::workspace`]).
-pub(crate) fn drive(
-    stages: &impl Stages,
+/// Where a forward pass reads its image.
+pub(crate) enum Source<'i, 'p> {
+    /// An input outside the workspace.
+    Image(Image<'i, 'p>),
+    /// An 8-bit HWC frame inside the workspace, at byte `at` (see [`crate::workspace::frame_offset`]).
+    Frame {
+        /// The pack's preprocessing.
+        pre: &'p Preprocess,
+        /// Its offset.
+        at: usize,
+    },
+}
+
+/// A forward pass: `workspace` is the layout's bytes, 4-byte aligned (`tokens` `N·D` f32, `cls`
+/// `D` f32, then the scratch; see [`crate::workspace`]) — and for a [`Source::Frame`] the frame's
+/// bytes beyond, as far as [`crate::workspace::frame_workspace_bytes`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive<S: Stages>(
+    stages: &S,
     cfg: &ModelConfig,
     dims: &Dims,
-    image: &Image<'_, '_>,
+    source: Source<'_, '_>,
     workspace: &mut [u8],
+    layout_bytes: usize,
     outputs: Outputs<'_>,
     probe: Option<&mut dyn Probe>,
 ) -> Result<(), Error> {
@@ -376,9 +449,24 @@ pub(crate) fn drive(
         mut attention,
     } = outputs;
     let mut probe = MaybeProbe(probe);
-    let (tokens, rest) = take::<f32>(workspace, dims.n * dims.d);
-    let (cls, scratch) = take::<f32>(rest, dims.d);
-    stages.patch_embed(image, tokens, scratch, &mut probe);
+    let d = dims.d;
+    if let Source::Frame { pre, at } = source {
+        embed_frame(stages, dims, pre, workspace, at, &mut probe);
+    }
+    let (tokens, rest) = take::<f32>(&mut workspace[..layout_bytes], dims.n * d);
+    let (cls, scratch) = take::<f32>(rest, d);
+    if let Source::Image(image) = source {
+        // As many patches per pass as the scratch holds (at least one); `take`-style rounding
+        // of a byte region needs up to 3 spare bytes.
+        let col_bytes = dims.patch_len * S::COL_VALUE_BYTES;
+        let spare = if S::COL_VALUE_BYTES % 4 == 0 { 0 } else { 3 };
+        let per_pass =
+            (scratch.len().saturating_sub(spare) / col_bytes.max(1)).clamp(1, dims.n.max(1));
+        for (pass, xs) in tokens.chunks_mut(per_pass * d).enumerate() {
+            stages.patch_embed(&image, pass * per_pass, xs, scratch, &mut probe);
+        }
+    }
+    probe.f32(Site::PatchEmbed, Point::Output, d, tokens);
     for i in 0..cfg.depth {
         stages.self_attention(i, tokens, scratch, &mut probe)?;
     }
@@ -392,6 +480,36 @@ pub(crate) fn drive(
     }
     stages.head(tokens, cls, scratch, features, logits, &mut probe);
     Ok(())
+}
+
+/// The patch embedding of the HWC frame at byte `at` of `workspace`, one row of patches per
+/// pass: pass `r` writes the tokens of patch row `r` and im2cols that row's patches right after
+/// them, both below the part of the frame not read yet, which `frame_offset` guarantees.
+fn embed_frame<S: Stages>(
+    stages: &S,
+    dims: &Dims,
+    pre: &Preprocess,
+    workspace: &mut [u8],
+    at: usize,
+    probe: &mut MaybeProbe<'_>,
+) {
+    let (d, g, p) = (dims.d, dims.grid_cols, dims.patch);
+    let ([c, h, w], rows) = ([dims.in_chans, dims.img[0], dims.img[1]], dims.n / g.max(1));
+    let (row_tokens, row_pixels) = (g * d, p * w * c);
+    let frame_end = at + c * h * w;
+    for r in 0..rows {
+        let written = (r + 1) * row_tokens * 4;
+        let (done, rest) = workspace.split_at_mut(written);
+        let tokens = &mut bytemuck::cast_slice_mut::<u8, f32>(done)[r * row_tokens..];
+        let (cols, frame) = rest.split_at_mut(at + r * row_pixels - written);
+        let frame = &frame[..frame_end - at - r * row_pixels];
+        let input = Input::Pixels {
+            data: frame,
+            layout: PixelLayout::Hwc,
+        };
+        let image = Image::rows_from(input, pre, [c, h, w], r * p);
+        stages.patch_embed(&image, r * g, tokens, cols, probe);
+    }
 }
 
 impl fmt::Debug for Model<'_> {

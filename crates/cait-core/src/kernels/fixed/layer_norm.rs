@@ -141,7 +141,13 @@ mod tests {
             let var = real.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
             let eps_real = eps as f64 / 65536.0 * scale * scale;
             for j in 0..d {
-                let y = (real[j] - mean) / (var + eps_real).sqrt();
+                // A constant row with no eps in its units normalizes to 0, as the kernel defines
+                // it (`constant_rows_and_refused_shapes`), not to 0/0.
+                let y = if var + eps_real > 0.0 {
+                    (real[j] - mean) / (var + eps_real).sqrt()
+                } else {
+                    0.0
+                };
                 let b = beta[j] / out_scale + zero_point as f64;
                 let t = y * gamma[j] / out_scale + b;
                 let slack = (gain[j].to_real().abs() + 2.0) / 65536.0 + 5e-7 * (t - b).abs();

@@ -1,16 +1,19 @@
 //! A complete firmware on cait's public API alone: the bundled model classifies one 28×28 camera
-//! frame (8-bit gray pixels, as a sensor delivers them). RAM is the workspace and the stack.
+//! frame (8-bit gray pixels, as a sensor delivers them), held inside the workspace itself. RAM is
+//! the workspace and the stack.
 #![no_std]
 #![no_main]
 
-use cait_core::{Input, PixelLayout, Session, Workspace, workspace_bytes_for};
+use cait_core::{Session, Workspace, frame_workspace_bytes_for};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
-// The pack in flash, 64-byte aligned; its header sizes the workspace at compile time.
+// The pack in flash, 64-byte aligned; its header sizes the workspace, frame included, at compile
+// time.
 cait_pack::include_pack!(PACK = "../../../models/fashion-cait/fashion-cait-int8.cait");
-const WORKSPACE_BYTES: usize = workspace_bytes_for(PACK.bytes());
-static FRAME: &[u8; 28 * 28] = include_bytes!("ankle-boot.gray");
+const WORKSPACE_BYTES: usize = frame_workspace_bytes_for(PACK.bytes());
+// What the camera delivers (here from flash).
+static CAMERA: &[u8; 28 * 28] = include_bytes!("ankle-boot.gray");
 
 #[entry]
 fn main() -> ! {
@@ -18,12 +21,10 @@ fn main() -> ! {
     let workspace = workspace.expect("main runs once").as_bytes_mut();
     // Checks the pack (checksum, every tensor) and the workspace once.
     let result = Session::new(PACK.bytes(), workspace).and_then(|mut session| {
+        // The camera writes its frame (HWC) into the workspace: a DMA target on a real board.
+        session.frame_mut()?.copy_from_slice(CAMERA);
         let mut logits = [0f32; 10];
-        let input = Input::Pixels {
-            data: FRAME,
-            layout: PixelLayout::Hwc,
-        };
-        let (class, _) = session.classify(input, &mut logits)?;
+        let (class, _) = session.classify_frame(&mut logits)?;
         Ok((class, session.model().pack().labels().get(class)))
     });
     match result {

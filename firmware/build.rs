@@ -5,7 +5,9 @@
 //! - `CAIT_PACK=/abs/path.cait`: the pack to link. Without it the `classify` demo is built as a stub
 //!   that says how to give one (so `cargo build` works on a fresh checkout).
 //! - `CAIT_INPUT=/abs/path.npy`: float32 `[N, C, H, W]` (or `[C, H, W]`), already normalised; linked
-//!   as raw little-endian f32. Without it one all-zero image is linked.
+//!   as raw little-endian f32. Or uint8 `[N, H, W, C]` (or `[H, W, C]`): 8-bit HWC camera frames,
+//!   linked as they are (cfg `cait_input_frames`), which the app classifies from the frame buffer
+//!   inside the workspace. Without it one all-zero image is linked.
 //! - `CAIT_PACK_REGION=flash|psram`: force where the pack goes (default: flash when it fits, else
 //!   the 16 MiB PSRAM).
 //! - `CAIT_PACK_UNCHECKED=1`: link a pack that fails only its checksum (to test the device's
@@ -48,6 +50,7 @@ fn run() -> Result<(), String> {
         "cait_no_pack",
         "cait_pack_psram",
         "cait_input_psram",
+        "cait_input_frames",
         "mps2_an385",
         "mps2_an386",
         "mps2_an500",
@@ -99,9 +102,14 @@ fn run() -> Result<(), String> {
             println!("cargo::rerun-if-changed={}", path.display());
             read_npy_images(&path, [config.in_chans as usize, h, w])?
         }
-        None => vec![0u8; image_len * 4],
+        None => (vec![0u8; image_len * 4], false),
     };
-    let images = input.len() / (image_len * 4);
+    let (input, frames) = input;
+    let value_bytes = if frames { 1 } else { 4 };
+    let images = input.len() / (image_len * value_bytes);
+    if frames {
+        println!("cargo::rustc-cfg=cait_input_frames");
+    }
     let input_path = out.join("input.bin");
     fs::write(&input_path, &input).map_err(|e| e.to_string())?;
 
@@ -147,7 +155,9 @@ fn run() -> Result<(), String> {
         code,
         "/// Bytes of the linked pack.\npub const PACK_LEN: usize = {};\n\
          /// Linked input images.\npub const IMAGES: usize = {images};\n\
-         /// f32 values of one image, `C·H·W`.\npub const IMAGE_LEN: usize = {image_len};\n\
+         /// Values of one image, `C·H·W`.\npub const IMAGE_LEN: usize = {image_len};\n\
+         /// Bytes of one value: 4 (normalized f32) or 1 (8-bit frames).\n\
+         pub const INPUT_VALUE_BYTES: usize = {value_bytes};\n\
          /// Whether the pack was linked into PSRAM rather than flash.\n\
          pub const PACK_IN_PSRAM: bool = {pack_psram};\n",
         bytes.len(),
@@ -240,8 +250,10 @@ fn read_header(bytes: &[u8], path: &Path) -> Result<(ModelConfig, Precision), St
     }
 }
 
-/// A float32 `.npy` batch `[N, C, H, W]` (or one image `[C, H, W]`) as raw little-endian bytes.
-fn read_npy_images(path: &Path, chw: [usize; 3]) -> Result<Vec<u8>, String> {
+/// A `.npy` batch as raw bytes, and whether it holds 8-bit frames: float32 `[N, C, H, W]` (or one
+/// image `[C, H, W]`), normalized, little-endian; or uint8 `[N, H, W, C]` (or one frame
+/// `[H, W, C]`), HWC pixels.
+fn read_npy_images(path: &Path, chw: [usize; 3]) -> Result<(Vec<u8>, bool), String> {
     let err = |msg: &str| format!("CAIT_INPUT={}: {msg}", path.display());
     let bytes = fs::read(path).map_err(|e| err(&e.to_string()))?;
     if bytes.get(..6) != Some(b"\x93NUMPY") || bytes.len() < 10 {
@@ -260,8 +272,11 @@ fn read_npy_images(path: &Path, chw: [usize; 3]) -> Result<Vec<u8>, String> {
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| err("truncated header"))?;
     let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-    if !compact.contains("'descr':'<f4'") {
-        return Err(err("expected little-endian float32 ('<f4')"));
+    let frames = compact.contains("'descr':'|u1'");
+    if !frames && !compact.contains("'descr':'<f4'") {
+        return Err(err(
+            "expected little-endian float32 ('<f4', normalized) or uint8 ('|u1', 8-bit frames)",
+        ));
     }
     if !compact.contains("'fortran_order':False") {
         return Err(err("expected C order"));
@@ -276,13 +291,16 @@ fn read_npy_images(path: &Path, chw: [usize; 3]) -> Result<Vec<u8>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| err("bad shape")))
         .collect::<Result<_, _>>()?;
-    let images = match shape.as_slice() {
-        [n, c, h, w] if [*c, *h, *w] == chw => *n,
-        [c, h, w] if [*c, *h, *w] == chw => 1,
+    let [c, h, w] = chw;
+    let images = match (shape.as_slice(), frames) {
+        ([n, sc, sh, sw], false) if [*sc, *sh, *sw] == chw => *n,
+        ([sc, sh, sw], false) if [*sc, *sh, *sw] == chw => 1,
+        ([n, sh, sw, sc], true) if [*sh, *sw, *sc] == [h, w, c] => *n,
+        ([sh, sw, sc], true) if [*sh, *sw, *sc] == [h, w, c] => 1,
         _ => {
             return Err(err(&format!(
-                "shape {shape:?} does not fit the model, which takes [N, {}, {}, {}]",
-                chw[0], chw[1], chw[2]
+                "shape {shape:?} does not fit the model, which takes [N, {c}, {h}, {w}] (float32) \
+                 or [N, {h}, {w}, {c}] (uint8 frames)"
             )));
         }
     };
@@ -290,9 +308,9 @@ fn read_npy_images(path: &Path, chw: [usize; 3]) -> Result<Vec<u8>, String> {
         return Err(err("no images"));
     }
     let data = &bytes[start + header_len..];
-    let want = images * chw.iter().product::<usize>() * 4;
+    let want = images * chw.iter().product::<usize>() * if frames { 1 } else { 4 };
     if data.len() != want {
         return Err(err(&format!("{} data bytes, expected {want}", data.len())));
     }
-    Ok(data.to_vec())
+    Ok((data.to_vec(), frames))
 }

@@ -69,12 +69,22 @@ pub struct Linked<'a> {
     pub precision: Precision,
     /// Whether the pack lies in PSRAM.
     pub in_psram: bool,
-    /// `[N, C, H, W]` images, normalised.
-    pub images: &'a [f32],
-    /// The workspace, `cait_core::workspace_bytes` bytes.
+    /// The images.
+    pub images: Images<'a>,
+    /// The workspace: `cait_core::workspace_bytes` bytes, `frame_workspace_bytes` with frames.
     pub workspace: &'a mut [u8],
     /// Room for one image's logits (`num_classes`, or `embed_dim` without a head).
     pub logits: &'a mut [f32],
+}
+
+/// The linked images.
+#[derive(Clone, Copy)]
+pub enum Images<'a> {
+    /// `[N, C, H, W]` f32, normalised.
+    Normalized(&'a [f32]),
+    /// `[N, H, W, C]` 8-bit camera frames, each copied into the frame buffer inside the
+    /// workspace and classified there (`Model::forward_frame`), as a camera's DMA would fill it.
+    Frames(&'a [u8]),
 }
 
 /// Classifies every image of `linked`, lighting `led` during each inference, and writes the
@@ -105,12 +115,15 @@ where
         });
     }
     let precision = linked.precision.as_str();
+    let workspace_bytes = match linked.images {
+        Images::Normalized(_) => model.workspace_bytes(),
+        Images::Frames(_) => model.frame_workspace_bytes(),
+    };
     writeln!(
         out,
-        "CAIT pack {} {precision} {} workspace {}",
+        "CAIT pack {} {precision} {} workspace {workspace_bytes}",
         linked.pack.len(),
         if linked.in_psram { "psram" } else { "flash" },
-        model.workspace_bytes()
     )?;
     let stopwatch = Stopwatch::calibrate(clock);
     writeln!(
@@ -120,11 +133,28 @@ where
         stopwatch.overhead()
     )?;
 
-    let logits = linked.logits;
-    for (i, image) in linked.images.chunks_exact(model.input_len()).enumerate() {
+    let (logits, workspace, len) = (linked.logits, linked.workspace, model.input_len());
+    let count = match linked.images {
+        Images::Normalized(images) => images.len() / len,
+        Images::Frames(frames) => frames.len() / len,
+    };
+    for i in 0..count {
         let _ = led.set_high();
-        let (result, ticks) =
-            stopwatch.time(clock, || model.forward(image, linked.workspace, logits));
+        let (result, ticks) = match linked.images {
+            Images::Normalized(images) => {
+                let image = &images[i * len..(i + 1) * len];
+                stopwatch.time(clock, || model.forward(image, workspace, logits))
+            }
+            Images::Frames(frames) => {
+                // The camera's part (a DMA on a real board), outside the timed inference.
+                let at = model.frame_offset();
+                if let Some(frame) = workspace.get_mut(at..at + len) {
+                    frame.copy_from_slice(&frames[i * len..(i + 1) * len]);
+                }
+                let outputs = cait_core::Outputs::logits(logits);
+                stopwatch.time(clock, || model.forward_frame(workspace, outputs))
+            }
+        };
         let _ = led.set_low();
         result.map_err(AppError::Model)?;
         write!(out, "CAIT image {i} ticks {ticks} top ")?;

@@ -10,7 +10,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(not(cait_no_pack))]
-use cait_core::{Workspace, workspace_bytes_for};
+use cait_core::{Workspace, frame_workspace_bytes_for, workspace_bytes_for};
 #[cfg(not(cait_no_pack))]
 use cait_pack::{ModelConfig, PackHeader, Precision};
 
@@ -32,7 +32,7 @@ static PACK: Aligned<[u8; PACK_LEN]> = Aligned(*include_bytes!(env!("CAIT_PACK_F
 #[cfg(not(cait_no_pack))]
 #[cfg_attr(cait_input_psram, unsafe(link_section = ".psram_rodata.cait_input"))]
 #[cfg_attr(not(cait_input_psram), unsafe(link_section = ".rodata.cait_input"))]
-static INPUT: Aligned<[u8; IMAGES * IMAGE_LEN * 4]> =
+static INPUT: Aligned<[u8; IMAGES * IMAGE_LEN * INPUT_VALUE_BYTES]> =
     Aligned(*include_bytes!(env!("CAIT_INPUT_FILE")));
 
 /// The linked pack's header, read at compile time (build.rs has checked the whole pack).
@@ -55,9 +55,13 @@ pub const PRECISION: Precision = HEADER.precision;
 pub const LOGITS: usize = CONFIG.logits_len();
 
 /// Bytes of the workspace a forward pass of the linked pack needs (the mixed layout for a mixed
-/// int8 pack).
+/// int8 pack); with 8-bit frames linked, room for the frame inside it too.
 #[cfg(not(cait_no_pack))]
-pub const WORKSPACE_BYTES: usize = workspace_bytes_for(&PACK.0);
+pub const WORKSPACE_BYTES: usize = if cfg!(cait_input_frames) {
+    frame_workspace_bytes_for(&PACK.0)
+} else {
+    workspace_bytes_for(&PACK.0)
+};
 
 /// The linked pack's bytes (not yet validated: `cait_pack::Pack::parse` checks them).
 #[cfg(not(cait_no_pack))]
@@ -65,11 +69,16 @@ pub fn pack_bytes() -> &'static [u8] {
     &PACK.0
 }
 
-/// The linked input images, `IMAGES × IMAGE_LEN` f32 values (`[N, C, H, W]`, normalised).
+/// The linked input images: `IMAGES × IMAGE_LEN` f32 values (`[N, C, H, W]`, normalised), or as
+/// many 8-bit HWC frames.
 #[cfg(not(cait_no_pack))]
-pub fn images() -> &'static [f32] {
-    // Cannot fail: the blob is 64-aligned and a whole number of f32s.
-    bytemuck::cast_slice(&INPUT.0)
+pub fn images() -> crate::app::Images<'static> {
+    if cfg!(cait_input_frames) {
+        crate::app::Images::Frames(&INPUT.0)
+    } else {
+        // Cannot fail: the blob is 64-aligned and a whole number of f32s.
+        crate::app::Images::Normalized(bytemuck::cast_slice(&INPUT.0))
+    }
 }
 
 /// The workspace, handed out once (`None` afterwards).

@@ -258,6 +258,49 @@ pub fn parse_f32(bytes: &[u8], path: impl AsRef<Path>) -> Result<(Vec<usize>, Ve
     Ok((array.shape, data))
 }
 
+/// The elements of an image batch: float values, or 8-bit pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Elements {
+    /// Any float dtype, as [`read_f32`] converts it.
+    F32(Vec<f32>),
+    /// `|u1`: 8-bit pixels.
+    U8(Vec<u8>),
+}
+
+/// Reads an image batch: 8-bit pixels (`|u1`) as they are, every float dtype as [`read_f32`]
+/// does. Returns the shape and the elements in C order.
+pub fn read_images(path: impl AsRef<Path>) -> Result<(Vec<usize>, Elements), NpyError> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    let array = parse(&bytes).map_err(|e| e.at(path))?;
+    if array.dtype.kind == Kind::Uint && array.dtype.size == 1 {
+        return Ok((array.shape, Elements::U8(array.data)));
+    }
+    let (shape, data) = parse_f32(&bytes, path).map_err(|e| match e {
+        NpyError::UnsupportedDtype { path, dtype, .. } => NpyError::UnsupportedDtype {
+            path,
+            dtype,
+            expected: "float32 '<f4' (normalized) or uint8 '|u1' (8-bit pixels)",
+        },
+        e => e,
+    })?;
+    Ok((shape, Elements::F32(data)))
+}
+
+/// Writes 8-bit pixels as a `|u1` C-order array (what [`read_images`] reads back).
+pub fn write_u8(path: impl AsRef<Path>, shape: &[usize], data: &[u8]) -> Result<(), NpyError> {
+    let path = path.as_ref();
+    let bytes = encode(shape, "|u1", data.len(), data).ok_or_else(|| NpyError::ShapeMismatch {
+        path: path.to_path_buf(),
+        shape_elems: shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)),
+        data_elems: data.len(),
+    })?;
+    std::fs::write(path, bytes).map_err(|source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Reads a one-dimensional integer array of class labels (`<i8`, `<i4`, `<i2`, `|i1`, `|u1`, `<u2`,
 /// `<u4`, `<u8`; also accepted big-endian).
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<i64>, NpyError> {
@@ -687,6 +730,30 @@ mod tests {
         assert_eq!((10 + header_len) % 64, 0);
         assert_eq!(bytes[10 + header_len - 1], b'\n');
         assert_eq!(read_f32(&path).unwrap(), (vec![2, 3, 4], data));
+    }
+
+    /// 8-bit pixels round-trip as `|u1`; float batches come back as floats; other dtypes are
+    /// refused naming both accepted ones.
+    #[test]
+    fn image_batches_of_pixels_or_floats() {
+        let path = tmp("pixels.npy");
+        let data: Vec<u8> = (0..=255).chain(0..32).collect();
+        write_u8(&path, &[2, 4, 6, 6], &data).unwrap();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        assert!(text.contains("'descr': '|u1'"), "{text}");
+        assert_eq!(
+            read_images(&path).unwrap(),
+            (vec![2, 4, 6, 6], Elements::U8(data.clone()))
+        );
+        assert!(write_u8(&path, &[2, 4, 6, 5], &data).is_err());
+        write_f32(&path, &[2], &[0.5, -1.0]).unwrap();
+        assert_eq!(
+            read_images(&path).unwrap(),
+            (vec![2], Elements::F32(vec![0.5, -1.0]))
+        );
+        std::fs::write(&path, encode_i64(&[1, 2])).unwrap();
+        let e = read_images(&path).unwrap_err().to_string();
+        assert!(e.contains("'<i8'") && e.contains("'|u1'"), "{e}");
     }
 
     #[test]

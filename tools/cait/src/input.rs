@@ -1,10 +1,12 @@
-//! Inputs: normalized `.npy` batches taken as they are, or image files preprocessed as the model's
-//! pretrained cfg says (`cait_quant::data::load_image`: timm's eval transform).
+//! Inputs: normalized `.npy` batches taken as they are, 8-bit `.npy` frames normalized with the
+//! pack's mean and std, or image files preprocessed as the model's pretrained cfg says
+//! (`cait_quant::data::load_image`: timm's eval transform).
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 use cait_pack::{ModelConfig, Preprocess};
+use cait_quant::npy::Elements;
 
 /// One network input `[C, H, W]` and a name to report it by.
 pub struct Input {
@@ -43,7 +45,7 @@ pub fn load_inputs(
     let mut out = Vec::new();
     for path in &files {
         if is_npy(path) {
-            out.extend(load_npy(path, cfg)?);
+            out.extend(load_npy(path, cfg, pre)?);
         } else if let Some(data) = decoded.next() {
             out.push(Input {
                 name: path.display().to_string(),
@@ -54,24 +56,43 @@ pub fn load_inputs(
     Ok(out)
 }
 
-/// A float32 batch `[N, C, H, W]` (or one image `[C, H, W]`), already normalized.
-pub fn load_npy(path: &Path, cfg: &ModelConfig) -> Result<Vec<Input>> {
-    let (shape, data) = cait_quant::npy::read_f32(path)?;
-    let want = [
+/// A `.npy` batch of images at the model's size, as given.
+pub enum NpyBatch {
+    /// float32 `[N, C, H, W]` (or one image `[C, H, W]`), already normalized.
+    Normalized(Vec<f32>),
+    /// uint8 `[N, H, W, C]` (or one frame `[H, W, C]`): 8-bit pixels, interleaved (HWC), as a
+    /// camera delivers them; the pack's mean and std are still to be applied.
+    Frames(Vec<u8>),
+}
+
+/// Reads a `.npy` batch and checks it against the model: its image count and its elements.
+pub fn read_npy(path: &Path, cfg: &ModelConfig) -> Result<(usize, NpyBatch)> {
+    let (shape, elements) = cait_quant::npy::read_images(path)?;
+    let [c, h, w] = [
         cfg.in_chans as usize,
         cfg.img_size[0] as usize,
         cfg.img_size[1] as usize,
     ];
-    let batch = match shape.as_slice() {
-        [n, c, h, w] if [*c, *h, *w] == want => *n,
-        [c, h, w] if [*c, *h, *w] == want => 1,
-        _ => bail!(
-            "{}: array shape {:?} does not fit the model, which takes [N, {}, {}, {}] (normalized float32, NCHW)",
+    let (batch, data) = match (shape.as_slice(), elements) {
+        ([n, sc, sh, sw], Elements::F32(data)) if [*sc, *sh, *sw] == [c, h, w] => {
+            (*n, NpyBatch::Normalized(data))
+        }
+        ([sc, sh, sw], Elements::F32(data)) if [*sc, *sh, *sw] == [c, h, w] => {
+            (1, NpyBatch::Normalized(data))
+        }
+        ([n, sh, sw, sc], Elements::U8(data)) if [*sh, *sw, *sc] == [h, w, c] => {
+            (*n, NpyBatch::Frames(data))
+        }
+        ([sh, sw, sc], Elements::U8(data)) if [*sh, *sw, *sc] == [h, w, c] => {
+            (1, NpyBatch::Frames(data))
+        }
+        (_, Elements::F32(_)) => bail!(
+            "{}: array shape {shape:?} does not fit the model, which takes [N, {c}, {h}, {w}] (normalized float32, NCHW) or [N, {h}, {w}, {c}] (uint8 pixels, HWC)",
             path.display(),
-            shape,
-            want[0],
-            want[1],
-            want[2]
+        ),
+        (_, Elements::U8(_)) => bail!(
+            "{}: array shape {shape:?} does not fit the model, which takes 8-bit frames [N, {h}, {w}, {c}] (uint8, HWC) or normalized float32 [N, {c}, {h}, {w}]",
+            path.display(),
         ),
     };
     if batch == 0 {
@@ -80,12 +101,36 @@ pub fn load_npy(path: &Path, cfg: &ModelConfig) -> Result<Vec<Input>> {
             path.display()
         );
     }
-    let per = want.iter().product::<usize>();
-    cait_quant::data::check_finite(path, &data, want)?;
+    if let NpyBatch::Normalized(data) = &data {
+        cait_quant::data::check_finite(path, data, [c, h, w])?;
+    }
+    Ok((batch, data))
+}
+
+/// A `.npy` batch as normalized `[C, H, W]` inputs: float32 as it is, 8-bit HWC frames normalized
+/// with `pre` (`Preprocess::normalize`: the values the engine computes from the same pixels).
+pub fn load_npy(path: &Path, cfg: &ModelConfig, pre: &Preprocess) -> Result<Vec<Input>> {
+    let (batch, data) = read_npy(path, cfg)?;
+    let (c, hw) = (
+        cfg.in_chans as usize,
+        (cfg.img_size[0] * cfg.img_size[1]) as usize,
+    );
+    let per = c * hw;
     Ok((0..batch)
         .map(|i| Input {
             name: format!("{}[{i}]", path.display()),
-            data: data[i * per..(i + 1) * per].to_vec(),
+            data: match &data {
+                NpyBatch::Normalized(data) => data[i * per..(i + 1) * per].to_vec(),
+                NpyBatch::Frames(frames) => {
+                    let frame = &frames[i * per..(i + 1) * per];
+                    (0..per)
+                        .map(|j| {
+                            let (ch, pixel) = (j / hw, j % hw);
+                            pre.normalize(ch, frame[pixel * c + ch])
+                        })
+                        .collect()
+                }
+            },
         })
         .collect())
 }

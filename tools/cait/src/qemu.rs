@@ -25,7 +25,10 @@ pub struct Args {
     /// The `.cait` pack to link into the firmware.
     #[arg(long, short = 'm', value_name = "PACK")]
     model: PathBuf,
-    /// A `.npy` float32 batch [N, C, H, W] (or one image [C, H, W]), already normalized.
+    /// A `.npy` batch: float32 [N, C, H, W] (or one image [C, H, W]), already normalized; or
+    /// uint8 [N, H, W, C] 8-bit camera frames (HWC), which the firmware copies, one at a time,
+    /// into the frame buffer inside its workspace and classifies in place, as a camera's DMA
+    /// would fill it (RAM: the workspace, frame included, and the stack).
     #[arg(value_name = "INPUT.npy")]
     input: PathBuf,
     /// The emulated board.
@@ -157,7 +160,8 @@ pub fn run(args: Args) -> Result<()> {
     let bytes = fs::read(&pack_path).with_context(|| pack_path.display().to_string())?;
     let config = read_config(&bytes, args.allow_corrupt_pack)
         .with_context(|| pack_path.display().to_string())?;
-    let images = crate::input::load_npy(&input_path, &config)?.len();
+    let (images, batch) = crate::input::read_npy(&input_path, &config)?;
+    let frames = matches!(batch, crate::input::NpyBatch::Frames(_));
 
     let firmware = firmware_dir(args.firmware.as_deref())?;
     let engines = engine_features(&bytes)?;
@@ -192,10 +196,11 @@ pub fn run(args: Args) -> Result<()> {
     let mean = instructions.iter().sum::<u64>() / instructions.len().max(1) as u64;
     let macs = macs(&config);
     let per_mac = mean as f64 / macs as f64;
+    let value_bytes = if frames { 1 } else { 4 };
     let input_bytes = (images
         * config.in_chans as usize
         * (config.img_size[0] * config.img_size[1]) as usize
-        * 4) as u64;
+        * value_bytes) as u64;
     let code = code_bytes(&sizes, &device.pack_region, bytes.len() as u64, input_bytes);
 
     if args.json {
@@ -214,6 +219,7 @@ pub fn run(args: Args) -> Result<()> {
             "psram_bytes": sizes.psram,
             "peak_stack_bytes": device.peak_stack,
             "workspace_bytes": device.workspace_bytes,
+            "input": if frames { "frames" } else { "normalized" },
             "macs": macs,
             "instructions_per_mac": per_mac,
             "machine": args.machine.name(),
@@ -247,9 +253,10 @@ pub fn run(args: Args) -> Result<()> {
             group(macs)
         );
         println!(
-            "static RAM {} bytes (workspace {}), peak stack {} bytes, flash {} bytes (code {}), PSRAM {} bytes",
+            "static RAM {} bytes (workspace {}{}), peak stack {} bytes, flash {} bytes (code {}), PSRAM {} bytes",
             group(sizes.ram),
             group(device.workspace_bytes),
+            if frames { ", the frame in it" } else { "" },
             device.peak_stack.map_or("?".into(), group),
             group(sizes.flash),
             group(code),

@@ -29,6 +29,26 @@ fn input_of_the_wrong_shape() {
     assert_error(&out, &["input.npy", "[2, 3, 32, 32]", "[N, 1, 28, 28]"]);
 }
 
+/// 8-bit frames are HWC: a uint8 batch in CHW order (or of another size) is refused naming the
+/// shape both layouts would need; an int64 array names the dtypes taken.
+#[test]
+fn frames_of_the_wrong_shape_or_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny().join("model.safetensors");
+    let chw = tmp.path().join("chw.npy");
+    cait_quant::npy::write_u8(&chw, &[2, 3, 32, 32], &vec![7u8; 2 * 3 * 32 * 32]).unwrap();
+    assert_error(
+        &cait(&["classify", "--model", p(&model), p(&chw)]),
+        &["chw.npy", "[2, 3, 32, 32]", "[N, 32, 32, 3] (uint8, HWC)"],
+    );
+    let ints = tmp.path().join("ints.npy");
+    cait_quant::npy::write_labels(&ints, &[1, 2]).unwrap();
+    assert_error(
+        &cait(&["classify", "--model", p(&model), p(&ints)]),
+        &["ints.npy", "'<i8'", "'|u1'"],
+    );
+}
+
 /// A NaN or infinite pixel is an error naming the file, the image and the element, for every
 /// engine and for the firmware runner; so is an empty batch.
 #[test]

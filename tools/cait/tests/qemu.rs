@@ -269,6 +269,47 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
     );
 }
 
+/// 8-bit camera frames (the ten bundled PNGs as uint8 `[N, H, W, C]`): the firmware copies each
+/// into the frame buffer inside its workspace and classifies it there; the logits are the host's
+/// for the same frames and for the normalized samples, bit for bit, and the frame costs no RAM:
+/// static RAM equals the normalized-input build's (its input lies in flash).
+#[test]
+fn bundled_int8_classifies_camera_frames_inside_the_workspace() {
+    require_qemu();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
+    let pack = models.join("fashion-cait-int8.cait");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(models.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut frames = Vec::new();
+    for name in &names {
+        frames.extend(image::open(name).unwrap().to_luma8().into_raw());
+    }
+    assert_eq!(frames.len(), 10 * 28 * 28, "ten 28×28 gray frames");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("frames.npy");
+    cait_quant::npy::write_u8(&input, &[10, 28, 28, 1], &frames).unwrap();
+    let host = host_logits(&pack, &input);
+    assert_bit_exact(
+        &host,
+        &host_logits(&pack, &models.join("samples.npy")),
+        "host",
+    );
+    let run = device(&pack, &input, "mps2-an386", &[]);
+    assert_bit_exact(&logits(&run), &host, "mps2-an386, frames");
+    assert_eq!(run["input"], "frames");
+    let normalized = device(&pack, &models.join("samples.npy"), "mps2-an386", &[]);
+    assert_eq!(normalized["input"], "normalized");
+    for key in ["ram_bytes", "workspace_bytes"] {
+        assert_eq!(
+            run[key], normalized[key],
+            "{key}: the frame should cost no RAM"
+        );
+    }
+}
+
 /// A mixed pack of the bundled model — `cait quantize --min-sqnr` above what all-int8 reaches, so
 /// some blocks are kept in f16 — runs on both boards bit-exact with the host: the f16 blocks on
 /// the float block code and the mixed workspace layout, the rest on the int8 kernels (DSP on).

@@ -228,6 +228,17 @@ pub(crate) fn class_attention_input<'x>(cls: &'x [f32], x: &'x [f32], t: usize) 
     if t == 0 { cls } else { &x[(t - 1) * d..t * d] }
 }
 
+/// The tensors of block `i`: `blocks.{i}.…`, or `blocks_token_only.{i}.…` when `token_only`.
+/// (The float engine's resolvers keep one closure per kind of block: each is then inlined into
+/// its caller, which on the tiny f32 firmware took 824 bytes less stack than one shared
+/// out-of-line instance.)
+pub(crate) fn block_param(token_only: bool, i: u32) -> impl Fn(BlockParam) -> TensorId + Copy {
+    move |p| match token_only {
+        false => TensorId::Block(i, p),
+        true => TensorId::TokenBlock(i, p),
+    }
+}
+
 /// The scratch region as the attention uses it (see [`crate::workspace`]).
 pub(crate) struct AttentionScratch<'w> {
     /// `D × T`: feature `c` of every token (keys stored transposed).

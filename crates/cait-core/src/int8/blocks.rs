@@ -11,7 +11,7 @@ use super::attention::{self, KeysValues, Query, RowScratch};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::Error;
 use crate::attention::{AttentionSink, TalkingHeads};
-use crate::blocks::{Dims, pool};
+use crate::blocks::{Dims, block_param, pool};
 use crate::input::Image;
 use crate::kernels::gelu::gelu_rational;
 use crate::kernels::int8::ActQuant;
@@ -528,10 +528,7 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
         modes: Modes,
     ) -> Result<(Attention<'a>, Mlp<'a>), Error> {
         use BlockParam::*;
-        let id = |p| match token_only {
-            false => TensorId::Block(i, p),
-            true => TensorId::TokenBlock(i, p),
-        };
+        let id = block_param(token_only, i);
         let f = |p| self.r.f32(id(p));
         let dynamic = token_only && modes.class_dynamic;
         let class_path = |p| self.class_path_linear(id(p), dynamic);

@@ -308,6 +308,12 @@ fn bundled_int8_classifies_camera_frames_inside_the_workspace() {
             "{key}: the frame should cost no RAM"
         );
     }
+    let instructions = run["instructions"].as_u64().unwrap();
+    assert_documented(
+        &["firmware/README.md"],
+        &thousands(instructions),
+        "instructions (8-bit frames in the workspace)",
+    );
 }
 
 /// A mixed pack of the bundled model — `cait quantize --min-sqnr` above what all-int8 reaches, so

@@ -76,6 +76,11 @@ const char *cait_status_name(int32_t status);
 // NULL). The pack must start on a 64-byte boundary.
 int32_t cait_pack_check(const uint8_t *pack, size_t len, size_t *workspace_bytes);
 
+// `cait_pack_check`, writing instead the workspace bytes a session needs to also hold a camera
+// frame inside its workspace (`cait_frame`, `cait_run_frame`) to `*frame_workspace_bytes` (may
+// be NULL): at least `cait_pack_check`'s, more when the frame ends beyond the layout.
+int32_t cait_pack_check_frame(const uint8_t *pack, size_t len, size_t *frame_workspace_bytes);
+
 // Binds `session` to the pack (`pack_len` bytes, 64-byte aligned) and a workspace of
 // `workspace_len` bytes (4-byte aligned, at least what `cait_pack_check` reported), after
 // checking both. Both must stay valid, and the workspace unused by anything else, while the
@@ -123,6 +128,21 @@ int32_t cait_run_normalized(struct cait_session *session,
                             float *logits,
                             size_t logits_len,
                             size_t *top1);
+
+// The frame buffer inside the session's workspace: its address into `*frame` and its length,
+// `cait_input_len` bytes, into `*len`. The camera (its DMA) writes an 8-bit HWC frame there
+// (interleaved, RGBRGB…; for one channel the same as CHW) and `cait_run_frame` classifies it in
+// place, so RAM holds no frame buffer beside the workspace. The workspace must have the bytes
+// `cait_pack_check_frame` reports, else `CAIT_WORKSPACE_TOO_SMALL`.
+int32_t cait_frame(struct cait_session *session, uint8_t **frame, size_t *len);
+
+// Classifies the frame in the workspace (`cait_frame`) as `cait_run_pixels` would the same
+// pixels in `CAIT_LAYOUT_HWC`, bit for bit; the frame is consumed (write the next one before the
+// next run).
+int32_t cait_run_frame(struct cait_session *session,
+                       float *logits,
+                       size_t logits_len,
+                       size_t *top1);
 
 // Ranks the `len` logits at `logits` and writes the `k` best classes to `classes`, best first
 // (`k` ≤ `CAIT_TOP_K_MAX` and ≤ `len`). The order is the host tool's: equal logits keep the lower

@@ -2,8 +2,9 @@
 //! with `include/cait.h` generated from this file by cbindgen.
 //!
 //! The surface is small and stable: check a pack in place, ask the workspace it needs, bind a
-//! session to caller-owned memory, run one image from 8-bit pixels (HWC or CHW) or a normalized
-//! float buffer, read the logits and the top class. Nothing allocates; every call returns a
+//! session to caller-owned memory, run one image from 8-bit pixels (HWC or CHW, or a camera frame
+//! held inside the workspace itself) or a normalized float buffer, read the logits and the top
+//! class. Nothing allocates; every call returns a
 //! status (`CAIT_OK` or the reason, [`cait_status_name`] names it) and no call panics on bad
 //! input — the core refuses it with a typed error, mapped here to a status.
 //!
@@ -21,7 +22,7 @@ extern crate std;
 use core::ffi::c_char;
 use core::mem::{align_of, size_of};
 
-use cait_core::{AttentionSink, Error, Input, Outputs, PixelLayout, Session, top_k};
+use cait_core::{AttentionSink, Error, Input, Model, Outputs, PixelLayout, Session, top_k};
 
 /// Success.
 pub const CAIT_OK: i32 = 0;
@@ -136,6 +137,34 @@ pub unsafe extern "C" fn cait_pack_check(
     len: usize,
     workspace_bytes: *mut usize,
 ) -> i32 {
+    // SAFETY: the caller's promises, passed on.
+    unsafe { check_pack(pack, len, workspace_bytes, |m| m.workspace_bytes()) }
+}
+
+/// `cait_pack_check`, writing instead the workspace bytes a session needs to also hold a camera
+/// frame inside its workspace (`cait_frame`, `cait_run_frame`) to `*frame_workspace_bytes` (may
+/// be NULL): at least `cait_pack_check`'s, more when the frame ends beyond the layout.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cait_pack_check_frame(
+    pack: *const u8,
+    len: usize,
+    frame_workspace_bytes: *mut usize,
+) -> i32 {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        check_pack(pack, len, frame_workspace_bytes, |m| {
+            m.frame_workspace_bytes()
+        })
+    }
+}
+
+/// Checks the pack and writes `needs(model)` to `*out` (may be NULL).
+unsafe fn check_pack(
+    pack: *const u8,
+    len: usize,
+    out: *mut usize,
+    needs: fn(&Model<'_>) -> usize,
+) -> i32 {
     // SAFETY: the caller promises `len` bytes at `pack`.
     let Some(pack) = (unsafe { bytes(pack, len) }) else {
         return CAIT_NULL_POINTER;
@@ -144,11 +173,11 @@ pub unsafe extern "C" fn cait_pack_check(
         Ok(p) => p,
         Err(e) => return status(&Error::Pack(e)),
     };
-    match cait_core::Model::from_pack(&parsed) {
+    match Model::from_pack(&parsed) {
         Ok(model) => {
-            if !workspace_bytes.is_null() {
+            if !out.is_null() {
                 // SAFETY: non-NULL, and the caller promises it points to a writable size_t.
-                unsafe { *workspace_bytes = model.workspace_bytes() };
+                unsafe { *out = needs(&model) };
             }
             CAIT_OK
         }
@@ -304,11 +333,11 @@ impl AttentionSink for Fill<'_> {
     }
 }
 
-/// Runs `input` into the `logits_len` floats at `logits` (and the attention buffer, if set); the
-/// top class into `*top1` (may be NULL).
+/// Runs `input` (`None`: the frame inside the workspace) into the `logits_len` floats at
+/// `logits` (and the attention buffer, if set); the top class into `*top1` (may be NULL).
 unsafe fn run(
     session: *mut cait_session,
-    input: Input<'_>,
+    input: Option<Input<'_>>,
     logits: *mut f32,
     logits_len: usize,
     top1: *mut usize,
@@ -335,7 +364,11 @@ unsafe fn run(
         Some(fill) => outputs.attention(fill),
         None => outputs,
     };
-    if let Err(e) = s.session.run_with(input, outputs) {
+    let done = match input {
+        Some(input) => s.session.run_with(input, outputs),
+        None => s.session.run_frame_with(outputs),
+    };
+    if let Err(e) = done {
         return status(&e);
     }
     if !top1.is_null() {
@@ -375,7 +408,7 @@ pub unsafe extern "C" fn cait_run_pixels(
     unsafe {
         run(
             session,
-            Input::Pixels { data, layout },
+            Some(Input::Pixels { data, layout }),
             logits,
             logits_len,
             top1,
@@ -400,7 +433,61 @@ pub unsafe extern "C" fn cait_run_normalized(
     // SAFETY: the caller promises `len` floats at `image`.
     let image = unsafe { core::slice::from_raw_parts(image, len) };
     // SAFETY: see `run`.
-    unsafe { run(session, Input::Normalized(image), logits, logits_len, top1) }
+    unsafe {
+        run(
+            session,
+            Some(Input::Normalized(image)),
+            logits,
+            logits_len,
+            top1,
+        )
+    }
+}
+
+/// The frame buffer inside the session's workspace: its address into `*frame` and its length,
+/// `cait_input_len` bytes, into `*len`. The camera (its DMA) writes an 8-bit HWC frame there
+/// (interleaved, RGBRGB…; for one channel the same as CHW) and `cait_run_frame` classifies it in
+/// place, so RAM holds no frame buffer beside the workspace. The workspace must have the bytes
+/// `cait_pack_check_frame` reports, else `CAIT_WORKSPACE_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cait_frame(
+    session: *mut cait_session,
+    frame: *mut *mut u8,
+    len: *mut usize,
+) -> i32 {
+    // SAFETY: see `slot`.
+    let s = match unsafe { slot(session) } {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if frame.is_null() || len.is_null() {
+        return CAIT_NULL_POINTER;
+    }
+    match s.session.frame_mut() {
+        Ok(buffer) => {
+            // SAFETY: both non-NULL, the caller's writable pointer and size_t.
+            unsafe {
+                *frame = buffer.as_mut_ptr();
+                *len = buffer.len();
+            }
+            CAIT_OK
+        }
+        Err(e) => status(&e),
+    }
+}
+
+/// Classifies the frame in the workspace (`cait_frame`) as `cait_run_pixels` would the same
+/// pixels in `CAIT_LAYOUT_HWC`, bit for bit; the frame is consumed (write the next one before the
+/// next run).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cait_run_frame(
+    session: *mut cait_session,
+    logits: *mut f32,
+    logits_len: usize,
+    top1: *mut usize,
+) -> i32 {
+    // SAFETY: see `run`.
+    unsafe { run(session, None, logits, logits_len, top1) }
 }
 
 /// Ranks the `len` logits at `logits` and writes the `k` best classes to `classes`, best first

@@ -124,7 +124,7 @@ fn c_program_gets_every_status_and_the_cores_logits() {
     // Every expectation in C printed its line (a test that stopped early would not).
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        30,
+        35,
         "{stdout}"
     );
 
@@ -147,14 +147,15 @@ fn c_program_gets_every_status_and_the_cores_logits() {
         })
         .collect();
     let got = printed(&stdout);
-    assert_eq!(got.len(), 4, "{stdout}");
+    assert_eq!(got.len(), 5, "{stdout}");
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w, "C and cait-core differ");
     }
     // The sample is an ankle boot (class 9), as the firmware example classifies it.
     assert_eq!(got[0].1, 9);
-    // Collecting the attention changes no logit.
+    // Collecting the attention changes no logit; the frame in the workspace is the HWC pixels.
     assert_eq!(got[3], want[0]);
+    assert_eq!(got[4], want[0], "the frame in the workspace");
 
     // The attention map, laid out [block][head][token] as cait.h documents.
     let with = rust_run(&pack, hwc, true);

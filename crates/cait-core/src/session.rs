@@ -96,9 +96,14 @@ impl<'a> Session<'a> {
     /// logits of the same pixels given as [`Input::Pixels`] in HWC, bit for bit), then returns
     /// the top class and its logit. The frame is overwritten: fill it again for the next image.
     pub fn classify_frame(&mut self, logits: &mut [f32]) -> Result<(usize, f32), Error> {
-        self.model
-            .forward_frame(self.workspace, Outputs::logits(logits))?;
+        self.run_frame_with(Outputs::logits(logits))?;
         Ok(top_1(logits))
+    }
+
+    /// [`classify_frame`](Self::classify_frame)'s run with optional extra outputs (features,
+    /// class attention): see [`Outputs`].
+    pub fn run_frame_with(&mut self, outputs: Outputs<'_>) -> Result<(), Error> {
+        self.model.forward_frame(self.workspace, outputs)
     }
 }
 

@@ -16,7 +16,8 @@ use crate::output::{check_file, group};
 #[command(after_help = "Examples:\n  \
     cait export model.cait --c-array -o model.h\n  \
     cait export model.cait --c-array --name model -o model.h --c-source model.c\n\n\
-    With NAME `model` the header defines MODEL_LEN, MODEL_WORKSPACE_BYTES, MODEL_INPUT_CHANNELS,\n\
+    With NAME `model` the header defines MODEL_LEN, MODEL_WORKSPACE_BYTES,\n\
+    MODEL_FRAME_WORKSPACE_BYTES, MODEL_INPUT_CHANNELS,\n\
     MODEL_INPUT_HEIGHT, MODEL_INPUT_WIDTH, MODEL_INPUT_LEN, MODEL_LOGITS_LEN and MODEL_PRECISION,\n\
     and the array `model` (in the header, `static`; with --c-source, in that file and declared\n\
     `extern` in the header). Give it to cait_session_init (crates/cait-capi/include/cait.h).")]
@@ -47,6 +48,7 @@ struct Facts {
     precision: &'static str,
     len: usize,
     workspace: usize,
+    frame_workspace: usize,
     chw: [usize; 3],
     logits: usize,
 }
@@ -87,6 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         precision: pack.precision().as_str(),
         len: bytes.bytes().len(),
         workspace: model.workspace_bytes(),
+        frame_workspace: model.frame_workspace_bytes(),
         chw: [
             c.in_chans as usize,
             c.img_size[0] as usize,
@@ -160,6 +163,8 @@ fn header(f: &Facts, bytes: Option<&[u8]>) -> String {
          /* Bytes of the pack. */\n#define {up}_LEN {len}u\n\
          /* Bytes of the workspace the engine needs (4-byte aligned, caller-owned). */\n\
          #define {up}_WORKSPACE_BYTES {workspace}u\n\
+         /* Bytes of a workspace that also holds the camera frame (cait_frame, cait_run_frame). */\n\
+         #define {up}_FRAME_WORKSPACE_BYTES {frame_workspace}u\n\
          /* One input image: channels, height, width, and their product (bytes of pixels, or floats). */\n\
          #define {up}_INPUT_CHANNELS {ch}u\n#define {up}_INPUT_HEIGHT {hh}u\n\
          #define {up}_INPUT_WIDTH {ww}u\n#define {up}_INPUT_LEN {input}u\n\
@@ -176,6 +181,7 @@ fn header(f: &Facts, bytes: Option<&[u8]>) -> String {
         precision = f.precision,
         len = f.len,
         workspace = f.workspace,
+        frame_workspace = f.frame_workspace,
         input = ch * hh * ww,
         logits = f.logits,
     );

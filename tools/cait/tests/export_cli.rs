@@ -122,6 +122,15 @@ fn default_name_comes_from_the_file() {
     ok(&["export", "--c-array", "-o", p(&header), p(&bundled())]);
     let text = std::fs::read_to_string(&header).unwrap();
     assert!(text.contains("#define FASHION_CAIT_INT8_WORKSPACE_BYTES "));
+    // The engine's figure for a workspace holding the camera frame too.
+    let bytes = std::fs::read(bundled()).unwrap();
+    let frame = cait_core::frame_workspace_bytes_for(&bytes);
+    assert!(
+        text.contains(&format!(
+            "#define FASHION_CAIT_INT8_FRAME_WORKSPACE_BYTES {frame}u"
+        )),
+        "{text}"
+    );
     assert!(text.contains("const uint8_t fashion_cait_int8[FASHION_CAIT_INT8_LEN] = {"));
 }
 

@@ -116,6 +116,22 @@ int main(int argc, char **argv) {
     printf("top3 %zu %zu %zu\n", top3[0], top3[1], top3[2]);
     expect("top k too many", cait_top_k(logits, n_out, CAIT_TOP_K_MAX + 1, top3), CAIT_BAD_ARGUMENT);
 
+    /* The frame inside the workspace: the camera writes it there, the run reads it in place. */
+    size_t need_frame = 0, frame_len = 0;
+    uint8_t *frame = NULL;
+    expect("check frame", cait_pack_check_frame(pack, pack_len, &need_frame), CAIT_OK);
+    expect("frame NULL", cait_frame(&session, NULL, &frame_len), CAIT_NULL_POINTER);
+    expect("frame", cait_frame(&session, &frame, &frame_len), CAIT_OK);
+    if (frame_len != n_in || need_frame < need || frame < workspace || frame + frame_len > workspace + need) {
+        fprintf(stderr, "frame of %zu bytes at offset %td, frame workspace %zu, workspace %zu\n",
+                frame_len, frame - workspace, need_frame, need);
+        return 1;
+    }
+    memcpy(frame, image, frame_len);
+    expect("run frame short logits", cait_run_frame(&session, logits, n_out - 1, &top1), CAIT_LOGITS_LENGTH);
+    expect("run frame", cait_run_frame(&session, logits, n_out, &top1), CAIT_OK);
+    print_logits(logits, n_out, top1);
+
     free(attention);
     free(normalized);
     free(workspace);

@@ -289,16 +289,8 @@ pub fn read_images(path: impl AsRef<Path>) -> Result<(Vec<usize>, Elements), Npy
 
 /// Writes 8-bit pixels as a `|u1` C-order array (what [`read_images`] reads back).
 pub fn write_u8(path: impl AsRef<Path>, shape: &[usize], data: &[u8]) -> Result<(), NpyError> {
-    let path = path.as_ref();
-    let bytes = encode(shape, "|u1", data.len(), data).ok_or_else(|| NpyError::ShapeMismatch {
-        path: path.to_path_buf(),
-        shape_elems: shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)),
-        data_elems: data.len(),
-    })?;
-    std::fs::write(path, bytes).map_err(|source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let bytes = encode(shape, "|u1", data.len(), data);
+    write_encoded(path.as_ref(), shape, data.len(), bytes)
 }
 
 /// Reads a one-dimensional integer array of class labels (`<i8`, `<i4`, `<i2`, `|i1`, `|u1`, `<u2`,
@@ -364,11 +356,20 @@ pub fn parse_labels(bytes: &[u8], path: impl AsRef<Path>) -> Result<Vec<i64>, Np
 
 /// Writes a little-endian float32 C-order array (format 1.0, or 2.0 if the header needs it).
 pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
-    let path = path.as_ref();
-    let bytes = encode_f32(shape, data).ok_or_else(|| NpyError::ShapeMismatch {
+    write_encoded(path.as_ref(), shape, data.len(), encode_f32(shape, data))
+}
+
+/// Writes a file [`encode`] made of `elems` values, or says the shape did not fit them (`None`).
+fn write_encoded(
+    path: &Path,
+    shape: &[usize],
+    elems: usize,
+    bytes: Option<Vec<u8>>,
+) -> Result<(), NpyError> {
+    let bytes = bytes.ok_or_else(|| NpyError::ShapeMismatch {
         path: path.to_path_buf(),
         shape_elems: shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)),
-        data_elems: data.len(),
+        data_elems: elems,
     })?;
     std::fs::write(path, bytes).map_err(|source| NpyError::Io {
         path: path.to_path_buf(),

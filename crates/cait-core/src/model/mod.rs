@@ -18,8 +18,8 @@ use crate::workspace::{as_aligned_bytes, checked_frame_offset, checked_workspace
 /// A CaiT model whose weights are borrowed from a [`Pack`].
 ///
 /// Building one checks every tensor the config implies (presence, dtype, shape, alignment) and
-/// allocates nothing. The model holds the pack plus views of the stem and head (672 bytes on
-/// x86-64, half of them the `Pack` itself); the weights of block `i` are looked up again, through
+/// allocates nothing. The model holds the pack plus views of the stem and head (800 bytes on
+/// x86-64, 336 of them the `Pack` itself); the weights of block `i` are looked up again, through
 /// the same checks, when the forward pass reaches it. So the model's size does not grow with depth,
 /// no depth limit exists, and a forward pass cannot fail on weights that were accepted here (the
 /// pack is immutable). The price is one name lookup in the pack's sorted index per tensor: measured

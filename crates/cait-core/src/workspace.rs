@@ -49,6 +49,15 @@
 //! A mixed int8 pack (blocks kept in f16) runs those blocks on the f32 layout's `scratch` and the
 //! rest on the int8 one: [`mixed_workspace_bytes`], the larger of the two (for cait_xxs24_224 the
 //! f32 layout's 472,480 bytes).
+//!
+//! ## A camera frame inside the workspace
+//!
+//! [`Model::forward_frame`](crate::Model::forward_frame) reads an 8-bit HWC frame held in the
+//! workspace itself, at byte [`frame_offset`], over whatever the layout above puts there: its
+//! patch embedding runs one row of patches per pass, writing that row's tokens (from byte 0, as
+//! `tokens` above) and its im2col'd columns right after them, always below the frame's unread
+//! rows. The frame is dead once the patch embedding is done. [`frame_workspace_bytes`] is the
+//! layout's size or the frame's end, whichever is larger.
 
 use cait_pack::{ModelConfig, Precision};
 

@@ -207,12 +207,21 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyErr
 pub fn parse_f32(bytes: &[u8], path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let path = path.as_ref();
     let array = parse(bytes).map_err(|e| e.at(path))?;
-    const EXPECTED: &str = "float32 '<f4' (or '<f8' / '<f2', converted)";
+    floats(array, path, "float32 '<f4' (or '<f8' / '<f2', converted)")
+}
+
+/// The elements of a float `array` as f32; any other dtype is refused, `expected` saying what
+/// the caller takes.
+fn floats(
+    array: Array,
+    path: &Path,
+    expected: &'static str,
+) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     if array.dtype.kind != Kind::Float || !matches!(array.dtype.size, 2 | 4 | 8) {
         return Err(NpyError::UnsupportedDtype {
             path: path.to_path_buf(),
             dtype: array.descr,
-            expected: EXPECTED,
+            expected,
         });
     }
     let big = array.dtype.big_endian;
@@ -271,19 +280,12 @@ pub enum Elements {
 /// does. Returns the shape and the elements in C order.
 pub fn read_images(path: impl AsRef<Path>) -> Result<(Vec<usize>, Elements), NpyError> {
     let path = path.as_ref();
-    let bytes = read_file(path)?;
-    let array = parse(&bytes).map_err(|e| e.at(path))?;
+    let array = parse(&read_file(path)?).map_err(|e| e.at(path))?;
     if array.dtype.kind == Kind::Uint && array.dtype.size == 1 {
         return Ok((array.shape, Elements::U8(array.data)));
     }
-    let (shape, data) = parse_f32(&bytes, path).map_err(|e| match e {
-        NpyError::UnsupportedDtype { path, dtype, .. } => NpyError::UnsupportedDtype {
-            path,
-            dtype,
-            expected: "float32 '<f4' (normalized) or uint8 '|u1' (8-bit pixels)",
-        },
-        e => e,
-    })?;
+    let expected = "float32 '<f4' (normalized) or uint8 '|u1' (8-bit pixels)";
+    let (shape, data) = floats(array, path, expected)?;
     Ok((shape, Elements::F32(data)))
 }
 

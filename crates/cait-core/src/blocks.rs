@@ -254,6 +254,8 @@ pub(crate) struct AttentionScratch<'w> {
     tokens: usize,
     d: usize,
     head_dim: usize,
+    /// `head_dim^-0.5`, the queries' scale.
+    scale: f32,
 }
 
 impl<'w> AttentionScratch<'w> {
@@ -278,6 +280,7 @@ impl<'w> AttentionScratch<'w> {
             tokens,
             d,
             head_dim: dims.head_dim,
+            scale: dims.scale,
         }
     }
 }
@@ -290,8 +293,6 @@ pub(crate) struct Attention<'a> {
     k: Linear<'a>,
     v: Linear<'a>,
     proj: Linear<'a>,
-    /// `head_dim^-0.5`.
-    scale: f32,
 }
 
 impl block::Attention for Attention<'_> {
@@ -346,7 +347,7 @@ impl block::Attention for Attention<'_> {
         let d = s.d;
         let (tile_in, tile_q) = (&mut s.tile_in[..x.len()], &mut s.tile_q[..x.len()]);
         self.norm1.apply_rows(x, tile_in);
-        self.q.forward(tile_in, tile_q, Epilogue::Scale(self.scale));
+        self.q.forward(tile_in, tile_q, Epilogue::Scale(s.scale));
         probe.f32(site, Point::Q, d, tile_q);
     }
 
@@ -457,7 +458,6 @@ impl<'a> Resolver<'_, 'a> {
             k,
             v,
             proj: self.linear(id(ProjWeight), id(ProjBias))?,
-            scale: Dims::new(self.cfg).scale,
         })
     }
 
@@ -524,7 +524,7 @@ pub(crate) struct FloatStages<'s, 'r, 'p, 'a> {
 }
 
 impl Stages for FloatStages<'_, '_, '_, '_> {
-    const COL_VALUE_BYTES: usize = 4;
+    type Col = f32;
 
     // Out of line: it would only crowd the register allocation of the block loops it would be
     // inlined beside.

@@ -220,12 +220,7 @@ const fn mixed_bytes_u128(cfg: &ModelConfig) -> u128 {
 /// [`Model::from_pack`](crate::Model::from_pack) rejects). The layout is in the [module
 /// docs](crate::workspace).
 pub const fn workspace_bytes(cfg: &ModelConfig, precision: Precision) -> usize {
-    let bytes = bytes_u128(cfg, precision);
-    if bytes > usize::MAX as u128 {
-        usize::MAX
-    } else {
-        bytes as usize
-    }
+    saturate(bytes_u128(cfg, precision))
 }
 
 /// The exact number of workspace bytes a forward pass of a *mixed* int8 pack of `cfg` needs: one
@@ -233,12 +228,7 @@ pub const fn workspace_bytes(cfg: &ModelConfig, precision: Precision) -> usize {
 /// f32 layouts share `tokens` and `cls`; `scratch` is the larger of the two (see the module docs),
 /// so at least [`workspace_bytes`] at int8. Saturates as [`workspace_bytes`] does.
 pub const fn mixed_workspace_bytes(cfg: &ModelConfig) -> usize {
-    let bytes = mixed_bytes_u128(cfg);
-    if bytes > usize::MAX as u128 {
-        usize::MAX
-    } else {
-        bytes as usize
-    }
+    saturate(mixed_bytes_u128(cfg))
 }
 
 /// The workspace bytes a forward pass of `pack` needs: [`mixed_workspace_bytes`] for an int8 pack
@@ -340,15 +330,17 @@ pub const fn frame_offset(cfg: &ModelConfig, precision: Precision) -> usize {
 /// frame's end, [`frame_offset`] `+ C·H·W`. For cait_xxs24_224 at int8 the frame (150,528
 /// bytes) ends at 172,032, inside the 244,020-byte layout: a frame costs no RAM.
 pub const fn frame_workspace_bytes(cfg: &ModelConfig, precision: Precision, mixed: bool) -> usize {
-    let layout = if mixed {
-        mixed_bytes_u128(cfg)
-    } else {
-        bytes_u128(cfg, precision)
-    };
-    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
-    saturate(max(layout, frame_offset_u128(cfg, precision) + frame))
+    saturate(frame_bytes_u128(cfg, precision, mixed))
 }
 
+/// [`frame_workspace_bytes`] as a u128.
+const fn frame_bytes_u128(cfg: &ModelConfig, precision: Precision, mixed: bool) -> u128 {
+    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
+    max(
+        layout_u128(cfg, precision, mixed),
+        frame_offset_u128(cfg, precision) + frame,
+    )
+}
 /// [`frame_workspace_bytes`] from a pack's bytes in a const context, as
 /// [`workspace_bytes_for`] (and panicking as it does when the header cannot be read):
 ///
@@ -365,14 +357,19 @@ pub const fn frame_workspace_bytes_for(pack: &[u8]) -> usize {
     }
 }
 
-/// [`frame_offset`], or `None` when the frame's end does not fit in `usize`.
-pub(crate) fn checked_frame_offset(cfg: &ModelConfig, precision: Precision) -> Option<usize> {
-    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
-    let offset = frame_offset_u128(cfg, precision);
-    usize::try_from(offset + frame).ok()?;
-    usize::try_from(offset).ok()
+/// [`frame_offset`] and [`frame_workspace_bytes`], or `None` when the latter does not fit in
+/// `usize` (then neither does the frame's end).
+pub(crate) fn checked_frame(
+    cfg: &ModelConfig,
+    precision: Precision,
+    mixed: bool,
+) -> Option<(usize, usize)> {
+    let bytes = usize::try_from(frame_bytes_u128(cfg, precision, mixed)).ok()?;
+    Some((
+        usize::try_from(frame_offset_u128(cfg, precision)).ok()?,
+        bytes,
+    ))
 }
-
 /// [`workspace_bytes`] (or [`mixed_workspace_bytes`] when `mixed`), or `None` when it does not fit
 /// in `usize`.
 pub(crate) fn checked_workspace_bytes(
@@ -380,14 +377,17 @@ pub(crate) fn checked_workspace_bytes(
     precision: Precision,
     mixed: bool,
 ) -> Option<usize> {
-    let bytes = if mixed {
+    usize::try_from(layout_u128(cfg, precision, mixed)).ok()
+}
+
+/// The layout's bytes as a u128: [`mixed_bytes_u128`] when `mixed`, else [`bytes_u128`].
+const fn layout_u128(cfg: &ModelConfig, precision: Precision, mixed: bool) -> u128 {
+    if mixed {
         mixed_bytes_u128(cfg)
     } else {
         bytes_u128(cfg, precision)
-    };
-    usize::try_from(bytes).ok()
+    }
 }
-
 /// The first `needed` bytes of `bytes` (a multiple of 4), checked to start 4-byte aligned.
 pub(crate) fn as_aligned_bytes(bytes: &mut [u8], needed: usize) -> Result<&mut [u8], Error> {
     let got = bytes.len();
@@ -407,6 +407,19 @@ pub(crate) fn as_aligned_bytes(bytes: &mut [u8], needed: usize) -> Result<&mut [
 pub(crate) fn floats(scratch: &mut [u8]) -> &mut [f32] {
     let whole = scratch.len() / 4 * 4;
     bytemuck::cast_slice_mut(&mut scratch[..whole])
+}
+
+/// How many rows fit in `bytes` of scratch when each row takes `widths[k]` values of `T` in region
+/// `k`, every region split off with [`take`] (which rounds it up to 4 bytes, hence 3 spare bytes
+/// per region for narrower types): at least 1, at most `max` (at least 1).
+pub(crate) fn rows_that_fit<T>(bytes: usize, widths: &[usize], max: usize) -> usize {
+    let per_row = widths.iter().sum::<usize>() * size_of::<T>();
+    let spare = if size_of::<T>().is_multiple_of(4) {
+        0
+    } else {
+        3 * widths.len()
+    };
+    (bytes.saturating_sub(spare) / per_row.max(1)).clamp(1, max.max(1))
 }
 
 /// Splits `count` values of `T` off the front of `buf`, which starts 4-byte aligned; the bytes

@@ -637,7 +637,7 @@ impl Stages<'_, '_, '_, '_> {
 }
 
 impl crate::model::Stages for Stages<'_, '_, '_, '_> {
-    const COL_VALUE_BYTES: usize = 1;
+    type Col = i8;
 
     fn patch_embed(
         &self,

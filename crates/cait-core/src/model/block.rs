@@ -11,7 +11,7 @@
 use crate::attention::{AttentionSink, TalkingHeads};
 use crate::blocks::{Dims, class_attention_input};
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::take;
+use crate::workspace::{rows_that_fit, take};
 
 /// A block's attention branch in one precision: `norm1`, `q`/`k`/`v`, the attention of one query
 /// row, and `proj` with LayerScale (`gamma_1`) into the residual stream.
@@ -128,11 +128,8 @@ pub(crate) fn mlp<M: Mlp + ?Sized>(
     site: Site,
     probe: &mut MaybeProbe<'_>,
 ) {
-    let per_row = (d + hidden) * size_of::<M::Act>();
-    // `take` rounds each of the two regions up to 4 bytes: keep 6 spare for narrower types.
-    let spare = if size_of::<M::Act>() % 4 == 0 { 0 } else { 6 };
-    let rows = (x.len() / d.max(1)).max(1);
-    let per_pass = (scratch.len().saturating_sub(spare) / per_row.max(1)).clamp(1, rows);
+    let rows = x.len() / d.max(1);
+    let per_pass = rows_that_fit::<M::Act>(scratch.len(), &[d, hidden], rows);
     let (normed, rest) = take::<M::Act>(scratch, per_pass * d);
     let (hid, _) = take::<M::Act>(rest, per_pass * hidden);
     for xs in x.chunks_mut(per_pass * d) {

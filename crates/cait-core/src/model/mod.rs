@@ -13,7 +13,9 @@ use crate::input::{Image, Input, PixelLayout};
 use crate::int8::{self, Int8Resolver, Modes};
 use crate::kernels::int8::MAX_REDUCTION;
 use crate::probe::{MaybeProbe, Point, Probe, Site};
-use crate::workspace::{as_aligned_bytes, checked_frame_offset, checked_workspace_bytes, take};
+use crate::workspace::{
+    as_aligned_bytes, checked_frame, checked_workspace_bytes, rows_that_fit, take,
+};
 
 /// A CaiT model whose weights are borrowed from a [`Pack`].
 ///
@@ -33,6 +35,7 @@ pub struct Model<'a> {
     engine: Engine<'a>,
     workspace_bytes: usize,
     frame_offset: usize,
+    frame_workspace_bytes: usize,
 }
 
 /// The stages outside the blocks, per kind of pack.
@@ -151,7 +154,7 @@ impl<'a> Model<'a> {
                 return Err(Error::NotBuiltIn { precision, feature });
             }
         };
-        let frame_offset = checked_frame_offset(&config, precision)
+        let (frame_offset, frame_workspace_bytes) = checked_frame(&config, precision, mixed)
             .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
         Ok(Model {
             pack: *pack,
@@ -160,6 +163,7 @@ impl<'a> Model<'a> {
             engine,
             workspace_bytes,
             frame_offset,
+            frame_workspace_bytes,
         })
     }
 
@@ -260,9 +264,7 @@ impl<'a> Model<'a> {
     /// ([`forward_frame`](Self::forward_frame)): [`workspace_bytes`](Self::workspace_bytes), or
     /// more when the frame ends beyond them ([`crate::frame_workspace_bytes`]).
     pub fn frame_workspace_bytes(&self) -> usize {
-        // Cannot overflow: `from_pack` checked the frame's end.
-        self.workspace_bytes
-            .max(self.frame_offset + self.input_len())
+        self.frame_workspace_bytes
     }
 
     /// Where in the workspace [`forward_frame`](Self::forward_frame) reads its frame: bytes
@@ -366,8 +368,8 @@ impl<'a> Model<'a> {
 /// workspace into residual stream, class token and scratch, the block loops, the hand-over of the
 /// attention sink — is written once, here.
 pub(crate) trait Stages {
-    /// Bytes of one value of the patch embedding's im2col'd columns (`f32` or `i8`).
-    const COL_VALUE_BYTES: usize;
+    /// The values of the patch embedding's im2col'd columns (`f32`, or `i8` in int8 packs).
+    type Col: bytemuck::Pod;
 
     /// `tokens = PatchEmbed(patches) + pos_embed` for the `tokens.len() / D` patches from
     /// `first` (in grid order), im2col'd into `cols` (`C·p²` values each).
@@ -456,12 +458,8 @@ pub(crate) fn drive<S: Stages>(
     let (tokens, rest) = take::<f32>(&mut workspace[..layout_bytes], dims.n * d);
     let (cls, scratch) = take::<f32>(rest, d);
     if let Source::Image(image) = source {
-        // As many patches per pass as the scratch holds (at least one); `take`-style rounding
-        // of a byte region needs up to 3 spare bytes.
-        let col_bytes = dims.patch_len * S::COL_VALUE_BYTES;
-        let spare = if S::COL_VALUE_BYTES % 4 == 0 { 0 } else { 3 };
-        let per_pass =
-            (scratch.len().saturating_sub(spare) / col_bytes.max(1)).clamp(1, dims.n.max(1));
+        // As many patches per pass as the scratch holds (at least one).
+        let per_pass = rows_that_fit::<S::Col>(scratch.len(), &[dims.patch_len], dims.n);
         for (pass, xs) in tokens.chunks_mut(per_pass * d).enumerate() {
             stages.patch_embed(&image, pass * per_pass, xs, scratch, &mut probe);
         }

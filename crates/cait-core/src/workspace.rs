@@ -335,11 +335,16 @@ pub const fn frame_workspace_bytes(cfg: &ModelConfig, precision: Precision, mixe
 
 /// [`frame_workspace_bytes`] as a u128.
 const fn frame_bytes_u128(cfg: &ModelConfig, precision: Precision, mixed: bool) -> u128 {
-    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
     max(
         layout_u128(cfg, precision, mixed),
-        frame_offset_u128(cfg, precision) + frame,
+        frame_end_u128(cfg, precision),
     )
+}
+
+/// Where the in-workspace frame ends: [`frame_offset`] `+ C·H·W`.
+const fn frame_end_u128(cfg: &ModelConfig, precision: Precision) -> u128 {
+    let frame = cfg.in_chans as u128 * cfg.img_size[0] as u128 * cfg.img_size[1] as u128;
+    frame_offset_u128(cfg, precision) + frame
 }
 /// [`frame_workspace_bytes`] from a pack's bytes in a const context, as
 /// [`workspace_bytes_for`] (and panicking as it does when the header cannot be read):
@@ -357,18 +362,15 @@ pub const fn frame_workspace_bytes_for(pack: &[u8]) -> usize {
     }
 }
 
-/// [`frame_offset`] and [`frame_workspace_bytes`], or `None` when the latter does not fit in
-/// `usize` (then neither does the frame's end).
+/// [`frame_offset`] and [`frame_workspace_bytes`] for a layout of `layout` bytes (the
+/// [`checked_workspace_bytes`] already computed), or `None` when they do not fit in `usize`.
 pub(crate) fn checked_frame(
     cfg: &ModelConfig,
     precision: Precision,
-    mixed: bool,
+    layout: usize,
 ) -> Option<(usize, usize)> {
-    let bytes = usize::try_from(frame_bytes_u128(cfg, precision, mixed)).ok()?;
-    Some((
-        usize::try_from(frame_offset_u128(cfg, precision)).ok()?,
-        bytes,
-    ))
+    let offset = usize::try_from(frame_offset_u128(cfg, precision)).ok()?;
+    Some((offset, offset.checked_add(cfg.input_len()?)?.max(layout)))
 }
 /// [`workspace_bytes`] (or [`mixed_workspace_bytes`] when `mixed`), or `None` when it does not fit
 /// in `usize`.

@@ -154,8 +154,9 @@ impl<'a> Model<'a> {
                 return Err(Error::NotBuiltIn { precision, feature });
             }
         };
-        let (frame_offset, frame_workspace_bytes) = checked_frame(&config, precision, mixed)
-            .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
+        let (frame_offset, frame_workspace_bytes) =
+            checked_frame(&config, precision, workspace_bytes)
+                .ok_or(Error::Config(cait_pack::ConfigError::TooLarge("workspace")))?;
         Ok(Model {
             pack: *pack,
             config,

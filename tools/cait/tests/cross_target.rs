@@ -2,7 +2,7 @@
 //! with the portable ones (`CAIT_KERNELS=portable`), and AArch64 Linux under QEMU user mode on a
 //! core without the dot-product extension (Cortex-A53: the portable int8 tile, NEON) and on one
 //! with it (Cortex-A76: the SDOT tile) — for the bundled int8 and f16 packs and an f32 pack of the
-//! same model, on the ten sample images. Each run is cait-core's `logits` example; the x86-64 run is
+//! same model, on the ten sample images. Each run is the `logits` program (tools/logits); the x86-64 run is
 //! also checked against `cait classify`. Needs Debian's `qemu-user` and `gcc-aarch64-linux-gnu`
 //! (tools/test.sh installs them) and the toolchain's aarch64-unknown-linux-gnu target
 //! (rust-toolchain.toml).
@@ -15,14 +15,14 @@ use std::process::Command;
 use cait_tests::docs::repo_root as root;
 use common::{json, logit_bits, ok, p, require};
 
-/// Builds cait-core's `logits` example for `target` (`None`: this host) in a folder of its own
-/// (kept between runs), with the repository's `.cargo/config.toml` (the AArch64 linker).
+/// Builds the `logits` program (tools/logits: cait-core and nothing heavier) for `target` (`None`:
+/// this host) in a folder of its own (kept between runs), with the repository's
+/// `.cargo/config.toml` (the AArch64 linker).
 fn build_example(target: Option<&str>) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cross-target");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
-        .args(["build", "-q", "-p", "cait-core", "--features", "std"])
-        .args(["--example", "logits"])
+        .args(["build", "-q", "-p", "cait-logits"])
         .env("CARGO_TARGET_DIR", &dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
@@ -32,14 +32,14 @@ fn build_example(target: Option<&str>) -> PathBuf {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "cargo build --example logits {target:?} failed:\n{}",
+        "cargo build -p cait-logits {target:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mut exe = dir;
     if let Some(t) = target {
         exe.push(t);
     }
-    exe.join("debug/examples/logits")
+    exe.join("debug/logits")
 }
 
 /// What one run printed: the kernels it chose, the integer-only kernels' digest and each image's
@@ -162,7 +162,7 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
 
         assert_eq!(native.logits.len(), 10, "{}", pack.display());
         // The integer-only kernels (crates/cait-core/src/kernels/fixed): the same bits everywhere,
-        // and the example's call is the one made here.
+        // and the program's call is the one made here.
         let here = cait_core::check::fixed_kernels_digest(1, 500);
         for r in [&native, &portable, &neon, &sdot] {
             assert_eq!(r.fixed, here, "fixed-point digest of {}", r.kernels);

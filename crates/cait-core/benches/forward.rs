@@ -2,9 +2,10 @@
 //! model and a tiny one, with random weights in packs built in memory (latency does not depend on
 //! the values; the int8 pack has valid but arbitrary scales).
 //!
-//! `cargo bench -p cait-core --features std --bench forward` (std: the host kernels, AVX2 where the CPU
-//! has it); `from_pack/*` is the cost of resolving every tensor
-//! once, which a forward pass also pays for the blocks (weights are looked up per block, not cached).
+//! `cargo bench -p cait-core --features std --bench forward` (std: the host kernels, AVX-512 VNNI
+//! or AVX2 where the CPU has it; `CAIT_KERNELS=avx2` or `portable` to compare); `from_pack/*` is
+//! the cost of resolving every tensor once, which a forward pass also pays for the blocks (weights
+//! are looked up per block, not cached).
 //! `tools/bench_onnxruntime.py` measures ONNX Runtime (f32 and dynamic int8) on the same model.
 
 use cait_core::Model;

@@ -80,10 +80,11 @@ pub mod int8_kernels {
         crate::kernels::int8::generic::matmul(x, w, emit)
     }
 
-    /// Which kernel [`matmul`] is on this build and machine: `"arm-dsp"` (SMLAD), `"x86-64 avx2"`
-    /// (the tiled kernel compiled for AVX2) or `"aarch64 sdot"` (the tiled kernel with an SDOT
-    /// tile), each chosen at run time on a `std` build (`CAIT_KERNELS=portable` turns them off),
-    /// or `"portable"` (the tiled kernel for the target's baseline).
+    /// Which kernel [`matmul`] is on this build and machine: `"arm-dsp"` (SMLAD),
+    /// `"x86-64 avx512-vnni"` (the tiled kernel's loops with a `vpdpbusd` tile), `"x86-64 avx2"`
+    /// (with a `vpmaddwd` tile) or `"aarch64 sdot"` (with an SDOT tile), each chosen at run time on
+    /// a `std` build (`CAIT_KERNELS=portable` turns them off, `CAIT_KERNELS=avx2` VNNI), or
+    /// `"portable"` (the tiled kernel for the target's baseline).
     pub fn selected() -> &'static str {
         crate::kernels::int8::selected()
     }

@@ -1,21 +1,36 @@
-//! x86-64 hosts (`std` builds): whether this process runs the kernels' AVX2 builds — the portable
-//! kernels' own source compiled a second time with AVX2 enabled (`int8/x86.rs` for the int8 matmul,
-//! `linear.rs` for the f32 linear layers, which also widen f16 weights with F16C's `vcvtph2ps`).
-//! Decided once, at the first call: the CPU must have AVX2 and F16C (every AVX2 CPU has both) and
-//! the environment must not say `CAIT_KERNELS=portable` (which forces the baseline builds, to test
-//! a machine without AVX2 on one with it).
+//! x86-64 hosts (`std` builds): whether this process runs the kernels' SIMD builds — the AVX2
+//! builds (the portable kernels' own source compiled a second time with AVX2 enabled: `int8/x86.rs`
+//! for the int8 matmul, `linear.rs` for the f32 linear layers, which also widen f16 weights with
+//! F16C's `vcvtph2ps`) and the AVX-512 VNNI int8 matmul (`int8/x86.rs`). Decided once, at the first
+//! call: the CPU must have the features (AVX2 and F16C, which every AVX2 CPU has; AVX-512 F, BW and
+//! VNNI) and the environment must not turn the build off (`CAIT_KERNELS=portable`: every one, to
+//! test a machine without them on one with them; `CAIT_KERNELS=avx2`: VNNI).
 //!
-//! The AVX2 builds give the same bits as the baseline: integer sums are exact, and the f32 kernels
+//! The SIMD builds give the same bits as the baseline: integer sums are exact, and the f32 kernels
 //! keep their summation order whatever the vector width (Rust never contracts a multiply and an
 //! add into an FMA).
 
 use super::host::Choice;
 
 static AVX2: Choice = Choice::new();
+static VNNI: Choice = Choice::new();
 
 /// Whether this process runs the AVX2 builds (AVX2 and F16C; decided at the first call).
 pub(crate) fn avx2() -> bool {
-    AVX2.get(|| {
+    AVX2.get(&[], || {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
     })
+}
+
+/// Whether this process runs the AVX-512 VNNI int8 matmul (AVX-512 F, BW and VNNI; decided at the
+/// first call; off with `CAIT_KERNELS=avx2`).
+pub(crate) fn avx512_vnni() -> bool {
+    VNNI.get(&["avx2"], has_avx512_vnni)
+}
+
+/// Whether the CPU has what the VNNI matmul needs, whatever `CAIT_KERNELS` says.
+pub(crate) fn has_avx512_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
 }

@@ -22,7 +22,7 @@ static SDOT: Choice = Choice::new();
 /// Whether this process runs the SDOT tile: the CPU has the dot-product extension and the
 /// environment does not say `CAIT_KERNELS=portable` (decided at the first call).
 pub(crate) fn sdot() -> bool {
-    SDOT.get(|| std::arch::is_aarch64_feature_detected!("dotprod"))
+    SDOT.get(&[], || std::arch::is_aarch64_feature_detected!("dotprod"))
 }
 
 /// See [`super::matmul`].
@@ -39,7 +39,7 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
 /// [`tiled::matmul`]'s loops with the SDOT tile, compiled with the dot-product extension.
 #[target_feature(enable = "neon,dotprod")]
 fn matmul_sdot(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
-    tiled::matmul_with::<Sdot>(x, w, emit)
+    tiled::matmul_with::<Sdot, { tiled::ROWS }, { tiled::COLS }>(x, w, emit)
 }
 
 /// The SDOT tile: 16 values of a row at a time, one `SDOT` per (token, weight row) adding four

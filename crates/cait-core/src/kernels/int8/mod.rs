@@ -106,12 +106,17 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
     tiled::matmul(x, w, emit)
 }
 
-/// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx2"` (the tiled kernel
-/// compiled for AVX2, chosen at run time), `"aarch64 sdot"` (the tiled kernel with an SDOT tile,
+/// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx512-vnni"` (the tiled
+/// kernel's loops with a `vpdpbusd` tile), `"x86-64 avx2"` (with a `vpmaddwd` tile; each chosen at
+/// run time), `"aarch64 sdot"` (the tiled kernel with an SDOT tile,
 /// chosen at run time) or `"portable"` (the tiled kernel for the target's baseline).
 pub(crate) fn selected() -> &'static str {
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
     return "arm-dsp";
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if crate::kernels::x86::avx512_vnni() {
+        return "x86-64 avx512-vnni";
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if crate::kernels::x86::avx2() {
         return "x86-64 avx2";
@@ -271,9 +276,12 @@ mod tests {
 
     kernel_tests!(tiled_kernel, super::super::tiled::matmul);
     kernel_tests!(selected_kernel, super::super::matmul);
-    // The AVX2 build where the CPU has it (else the dispatcher takes the baseline: the same test).
+    // The AVX2 and AVX-512 VNNI builds where the CPU has them (else the portable one: the same
+    // test as `tiled_kernel`).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    kernel_tests!(x86_kernel, super::super::x86::matmul);
+    kernel_tests!(x86_avx2_kernel, super::super::x86::matmul_avx2_or_portable);
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    kernel_tests!(x86_vnni_kernel, super::super::x86::matmul_vnni_or_portable);
     #[cfg(all(feature = "std", target_arch = "aarch64"))]
     kernel_tests!(aarch64_kernel, super::super::aarch64::matmul);
 

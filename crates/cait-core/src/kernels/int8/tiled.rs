@@ -6,9 +6,9 @@
 //! stayed scalar here: measured 4x slower.)
 
 /// Tokens per register tile.
-const ROWS: usize = 4;
+pub(crate) const ROWS: usize = 4;
 /// Weight rows per register tile.
-const COLS: usize = 2;
+pub(crate) const COLS: usize = 2;
 
 use super::Rows;
 
@@ -39,13 +39,13 @@ impl Tile for Portable {
 
 /// See [`super::matmul`].
 pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
-    matmul_with::<Portable>(x, w, emit)
+    matmul_with::<Portable, ROWS, COLS>(x, w, emit)
 }
 
-/// [`matmul`] over tiles of `T`, always inlined (the x86-64 AVX2 build instantiates it with its
-/// own tile inside an AVX2 function).
+/// [`matmul`] over `R × C` tiles of `T`, always inlined (each x86-64 SIMD build instantiates it
+/// with its own tile and tile shape inside a function compiled for its features).
 #[inline(always)]
-pub(crate) fn matmul_with<T: Tile>(
+pub(crate) fn matmul_with<T: Tile, const R: usize, const C: usize>(
     x: Rows<'_>,
     w: Rows<'_>,
     emit: &mut impl FnMut(usize, usize, i32),
@@ -55,18 +55,18 @@ pub(crate) fn matmul_with<T: Tile>(
         return;
     }
     let mut t = 0;
-    while t + ROWS <= x.count() {
-        rows::<T, ROWS>(core::array::from_fn(|r| x.row(t + r)), w, t, emit);
-        t += ROWS;
+    while t + R <= x.count() {
+        rows::<T, R, C>(core::array::from_fn(|r| x.row(t + r)), w, t, emit);
+        t += R;
     }
     while t < x.count() {
-        rows::<T, 1>([x.row(t)], w, t, emit);
+        rows::<T, 1, C>([x.row(t)], w, t, emit);
         t += 1;
     }
 }
 
 #[inline(always)]
-fn rows<T: Tile, const R: usize>(
+fn rows<T: Tile, const R: usize, const C: usize>(
     xr: [&[i8]; R],
     w: Rows<'_>,
     t: usize,
@@ -74,15 +74,15 @@ fn rows<T: Tile, const R: usize>(
 ) {
     let k = w.k();
     let mut o = 0;
-    while o + COLS <= w.count() {
-        let wr: [&[i8]; COLS] = core::array::from_fn(|c| w.row(o + c));
-        let acc = T::tile::<R, COLS>(&xr, &wr, k);
+    while o + C <= w.count() {
+        let wr: [&[i8]; C] = core::array::from_fn(|c| w.row(o + c));
+        let acc = T::tile::<R, C>(&xr, &wr, k);
         for (r, row) in acc.iter().enumerate() {
             for (c, &a) in row.iter().enumerate() {
                 emit(t + r, o + c, a);
             }
         }
-        o += COLS;
+        o += C;
     }
     while o < w.count() {
         let acc = T::tile::<R, 1>(&xr, &[w.row(o)], k);

@@ -1,29 +1,60 @@
-//! x86-64 hosts (`std` builds): the int8 matmul with an AVX2 register tile (`vpmaddwd`), chosen at
-//! run time when the CPU has it; the loops around the tile are the portable kernel's
-//! ([`tiled::matmul_with`]). The default x86-64 target is SSE2 only. A cait_xxs24_224 int8 forward
-//! pass (`cargo bench -p cait-core --features std --bench forward`, one thread, a 2-core Xeon): 219
-//! and 254 ms in two runs with this tile, 274 ms with the portable tile merely compiled for AVX2,
-//! 597 ms portable. Integer sums are exact, so every variant gives the same bits.
+//! x86-64 hosts (`std` builds): the int8 matmul with an AVX-512 VNNI register tile (`vpdpbusd`)
+//! or an AVX2 one (`vpmaddwd`), the best the CPU has, chosen at run time; the loops around the tile
+//! are the portable kernel's ([`tiled::matmul_with`]). The default x86-64 target is SSE2 only.
+//! Integer sums are exact, so every variant gives the same bits. Figures: `cargo bench -p
+//! cait-core --features std --bench forward` (each build forced with `CAIT_KERNELS`, see
+//! `kernels::x86`), quoted in the crate's README.
 //!
-//! The portable tile compiled for AVX-512 (BW, VNNI) measured slower than compiled for AVX2 (350
-//! against 292 ms, one run each) on an AVX-512 VNNI Xeon; a VNNI tile is not written yet.
-//!
-//! The choice, and `CAIT_KERNELS=portable`, are `kernels::x86`'s.
-// The call into the AVX2 build after run-time detection, and the AVX2 tile's unaligned loads.
+//! The choice, and `CAIT_KERNELS=portable` / `avx2`, are `kernels::x86`'s.
+// The calls into the AVX2 and AVX-512 builds after run-time detection, and the tiles' loads.
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
 
 use super::Rows;
 use super::tiled::{self, Tile};
-use crate::kernels::x86::avx2;
+use crate::kernels::x86::{avx2, avx512_vnni};
 
 /// See [`super::matmul`].
 #[inline]
 pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
-    if avx2() {
+    if avx512_vnni() {
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI (detected at run time by `avx512_vnni`).
+        unsafe { matmul_vnni(x, w, emit) }
+    } else if avx2() {
         // SAFETY: the CPU has AVX2 (detected at run time by `avx2`).
         unsafe { matmul_avx2(x, w, emit) }
+    } else {
+        tiled::matmul(x, w, emit)
+    }
+}
+
+/// The AVX2 build where the CPU has AVX2, whatever `CAIT_KERNELS` says; else the portable one.
+#[cfg(test)]
+pub(crate) fn matmul_avx2_or_portable(
+    x: Rows<'_>,
+    w: Rows<'_>,
+    emit: &mut impl FnMut(usize, usize, i32),
+) {
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        unsafe { matmul_avx2(x, w, emit) }
+    } else {
+        tiled::matmul(x, w, emit)
+    }
+}
+
+/// The VNNI build where the CPU has AVX-512 VNNI, whatever `CAIT_KERNELS` says; else the portable
+/// one.
+#[cfg(test)]
+pub(crate) fn matmul_vnni_or_portable(
+    x: Rows<'_>,
+    w: Rows<'_>,
+    emit: &mut impl FnMut(usize, usize, i32),
+) {
+    if crate::kernels::x86::has_avx512_vnni() {
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI.
+        unsafe { matmul_vnni(x, w, emit) }
     } else {
         tiled::matmul(x, w, emit)
     }
@@ -32,7 +63,14 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
 /// [`tiled::matmul`]'s loops with the AVX2 tile, compiled for AVX2.
 #[target_feature(enable = "avx2")]
 fn matmul_avx2(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
-    tiled::matmul_with::<Avx2>(x, w, emit)
+    tiled::matmul_with::<Avx2, { tiled::ROWS }, { tiled::COLS }>(x, w, emit)
+}
+
+/// [`tiled::matmul`]'s loops with the VNNI tile, 4 × 4 (16 accumulators, 4 row sums and 8 loaded
+/// operands in the 32 `zmm` registers), compiled for AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn matmul_vnni(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    tiled::matmul_with::<Vnni, 4, 4>(x, w, emit)
 }
 
 /// The AVX2 tile: 16 values of a row at a time sign-extended to 16-bit lanes, and `vpmaddwd`
@@ -96,5 +134,135 @@ fn tile_avx2<const R: usize, const C: usize>(
             out[r][c] = sum;
         }
     }
+    out
+}
+
+/// The AVX-512 VNNI tile: 64 values of a row at a time. `vpdpbusd` multiplies unsigned bytes by
+/// signed ones, four products into each of 16 `i32` lanes, so the weights enter offset by 128
+/// (`w ^ 0x80` is `w + 128` as an unsigned byte) and the tile subtracts `128 · Σ x` (each row's sum,
+/// by `vpdpbusd` against ones): `Σ (w + 128) · x - 128 · Σ x = Σ w · x`. The lanes wrap, and the
+/// true sum fits an `i32` (`MAX_REDUCTION`), so the wrapped result is exact. The last `k mod 64`
+/// values are loaded under a mask (zeros beyond the row, which add nothing).
+struct Vnni;
+
+impl Tile for Vnni {
+    #[inline(always)]
+    fn tile<const R: usize, const C: usize>(
+        x: &[&[i8]; R],
+        w: &[&[i8]; C],
+        k: usize,
+    ) -> [[i32; C]; R] {
+        // SAFETY: only `matmul_vnni` uses this tile, and it runs only when the CPU has AVX-512 F,
+        // BW and VNNI.
+        unsafe { tile_vnni::<R, C>(x, w, k) }
+    }
+}
+
+/// `v[at..at + 64]`, or `v[at..]` followed by zeros when fewer than 64 bytes are left (`at <
+/// v.len()`).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn load64(v: &[i8], at: usize) -> __m512i {
+    let v = &v[at..];
+    if v.len() >= 64 {
+        // SAFETY: `v` holds at least 64 readable bytes; the load is unaligned.
+        unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+    } else {
+        // SAFETY: the mask selects the first `v.len() < 64` bytes, all within `v`; the masked-off
+        // bytes are not accessed (AVX-512 masked loads suppress their faults) and read as 0.
+        unsafe { _mm512_maskz_loadu_epi8((1u64 << v.len()) - 1, v.as_ptr()) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn tile_vnni<const R: usize, const C: usize>(
+    x: &[&[i8]; R],
+    w: &[&[i8]; C],
+    k: usize,
+) -> [[i32; C]; R] {
+    // Plain loops, not `array::from_fn`: its closures were left out of line.
+    let (mut xs, mut ws): ([&[i8]; R], [&[i8]; C]) = ([&[]; R], [&[]; C]);
+    for r in 0..R {
+        xs[r] = &x[r][..k];
+    }
+    for c in 0..C {
+        ws[c] = &w[c][..k];
+    }
+    let (offset, ones) = (_mm512_set1_epi8(-128), _mm512_set1_epi8(1));
+    let mut acc = [[_mm512_setzero_si512(); C]; R];
+    let mut sums = [_mm512_setzero_si512(); R];
+    let mut at = 0;
+    while at < k {
+        let (mut xv, mut wv) = ([_mm512_setzero_si512(); R], [_mm512_setzero_si512(); C]);
+        for r in 0..R {
+            xv[r] = load64(xs[r], at);
+        }
+        for c in 0..C {
+            wv[c] = _mm512_xor_si512(load64(ws[c], at), offset);
+        }
+        for r in 0..R {
+            sums[r] = _mm512_dpbusd_epi32(sums[r], ones, xv[r]);
+            for c in 0..C {
+                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], wv[c], xv[r]);
+            }
+        }
+        at += 64;
+    }
+    let mut corrections = [0i32; R];
+    if R == 4 {
+        corrections = lanes(sum4(sums[0], sums[1], sums[2], sums[3]))[..R]
+            .try_into()
+            .unwrap_or(corrections);
+    } else {
+        for r in 0..R {
+            corrections[r] = _mm512_reduce_add_epi32(sums[r]);
+        }
+    }
+    let mut out = [[0i32; C]; R];
+    for r in 0..R {
+        let correction = corrections[r].wrapping_mul(128);
+        if C == 4 {
+            let [a, b, c, d] = lanes(sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+            out[r][..].copy_from_slice(&[a, b, c, d][..C]);
+        } else {
+            for c in 0..C {
+                out[r][c] = _mm512_reduce_add_epi32(acc[r][c]);
+            }
+        }
+        for v in &mut out[r] {
+            *v = v.wrapping_sub(correction);
+        }
+    }
+    out
+}
+
+/// The lane sums of four vectors, `[Σa, Σb, Σc, Σd]` (wrapping): a transposing tree of 9 additions
+/// and shuffles instead of four separate reductions.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn sum4(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m128i {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same of c, d.
+    let ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    let cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    // Per 128-bit lane: [Σa, Σb, Σc, Σd] over its four values.
+    let abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    let half = _mm256_add_epi32(
+        _mm512_castsi512_si256(abcd),
+        _mm512_extracti64x4_epi64::<1>(abcd),
+    );
+    _mm_add_epi32(
+        _mm256_castsi256_si128(half),
+        _mm256_extracti128_si256::<1>(half),
+    )
+}
+
+/// The four `i32` lanes of `v`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn lanes(v: __m128i) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
     out
 }

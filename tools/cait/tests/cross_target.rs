@@ -3,8 +3,8 @@
 //! (`CAIT_KERNELS=portable`), and AArch64 Linux under QEMU user mode on a
 //! core without the dot-product extension (Cortex-A53: the portable int8 tile, NEON) and on one
 //! with it (Cortex-A76: the SDOT tile) — for the bundled int8 and f16 packs and an f32 pack of the
-//! same model, on the ten sample images. Each run is the `logits` program (tools/logits); the x86-64 run is
-//! also checked against `cait classify`. Needs Debian's `qemu-user` and `gcc-aarch64-linux-gnu`
+//! same model, on the ten sample images. Each run is the `logits` program (tools/logits); the
+//! x86-64 run is also checked against `cait classify`. Needs Debian's `qemu-user` and `gcc-aarch64-linux-gnu`
 //! (tools/test.sh installs them) and the toolchain's aarch64-unknown-linux-gnu target
 //! (rust-toolchain.toml).
 
@@ -19,7 +19,7 @@ use common::{json, logit_bits, ok, p, require};
 /// Builds the `logits` program (tools/logits: cait-core and nothing heavier) for `target` (`None`:
 /// this host) in a folder of its own (kept between runs), with the repository's
 /// `.cargo/config.toml` (the AArch64 linker).
-fn build_example(target: Option<&str>) -> PathBuf {
+fn build_logits(target: Option<&str>) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cross-target");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
@@ -126,27 +126,24 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
         models.join("fashion-cait-f16.cait"),
         f32_pack,
     ];
-    let host = build_example(None);
-    let arm = build_example(Some("aarch64-unknown-linux-gnu"));
+    let host = build_logits(None);
+    let arm = build_logits(Some("aarch64-unknown-linux-gnu"));
     let sysroot = "/usr/aarch64-linux-gnu";
 
     for pack in &packs {
         let images = raw_samples(pack, tmp.path());
-        let native = run(Command::new(&host).arg(pack).arg(&images), "x86-64");
-        let portable = run(
-            Command::new(&host)
-                .arg(pack)
-                .arg(&images)
-                .env("CAIT_KERNELS", "portable"),
-            "x86-64 portable",
-        );
-        let avx2 = run(
-            Command::new(&host)
-                .arg(pack)
-                .arg(&images)
-                .env("CAIT_KERNELS", "avx2"),
-            "x86-64 avx2",
-        );
+        // This host with the kernels `CAIT_KERNELS` allows (unset: the best the CPU has).
+        let on_host = |kernels: Option<&str>, what: &str| {
+            let mut cmd = Command::new(&host);
+            cmd.arg(pack).arg(&images).env_remove("CAIT_KERNELS");
+            if let Some(k) = kernels {
+                cmd.env("CAIT_KERNELS", k);
+            }
+            run(&mut cmd, what)
+        };
+        let native = on_host(None, "x86-64");
+        let portable = on_host(Some("portable"), "x86-64 portable");
+        let avx2 = on_host(Some("avx2"), "x86-64 avx2");
         let neon = run(
             Command::new("qemu-aarch64")
                 .args(["-cpu", "cortex-a53", "-L", sysroot])

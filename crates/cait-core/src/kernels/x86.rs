@@ -18,8 +18,13 @@ static VNNI: Choice = Choice::new();
 /// Whether this process runs the AVX2 builds (AVX2 and F16C; decided at the first call).
 pub(crate) fn avx2() -> bool {
     AVX2.get(&[], || {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+        has_avx2() && std::arch::is_x86_feature_detected!("f16c")
     })
+}
+
+/// Whether the CPU has AVX2, whatever `CAIT_KERNELS` says.
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
 }
 
 /// Whether this process runs the AVX-512 VNNI int8 matmul (AVX-512 F, BW and VNNI; decided at the

@@ -107,9 +107,9 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
 }
 
 /// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx512-vnni"` (the tiled
-/// kernel's loops with a `vpdpbusd` tile), `"x86-64 avx2"` (with a `vpmaddwd` tile; each chosen at
-/// run time), `"aarch64 sdot"` (the tiled kernel with an SDOT tile,
-/// chosen at run time) or `"portable"` (the tiled kernel for the target's baseline).
+/// kernel's loops with a `vpdpbusd` tile), `"x86-64 avx2"` (with a `vpmaddwd` tile),
+/// `"aarch64 sdot"` (with an SDOT tile), each chosen at run time, or `"portable"` (the tiled
+/// kernel for the target's baseline).
 pub(crate) fn selected() -> &'static str {
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
     return "arm-dsp";

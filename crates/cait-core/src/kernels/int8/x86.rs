@@ -3,7 +3,7 @@
 //! are the portable kernel's ([`tiled::matmul_with`]). The default x86-64 target is SSE2 only.
 //! Integer sums are exact, so every variant gives the same bits. Figures: `cargo bench -p
 //! cait-core --features std --bench forward` (each build forced with `CAIT_KERNELS`, see
-//! `kernels::x86`), quoted in the crate's README.
+//! `kernels::x86`), quoted in the repository's README.
 //!
 //! The choice, and `CAIT_KERNELS=portable` / `avx2`, are `kernels::x86`'s.
 // The calls into the AVX2 and AVX-512 builds after run-time detection, and the tiles' loads.
@@ -36,7 +36,7 @@ pub(crate) fn matmul_avx2_or_portable(
     w: Rows<'_>,
     emit: &mut impl FnMut(usize, usize, i32),
 ) {
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::kernels::x86::has_avx2() {
         // SAFETY: the CPU has AVX2.
         unsafe { matmul_avx2(x, w, emit) }
     } else {
@@ -209,29 +209,27 @@ fn tile_vnni<const R: usize, const C: usize>(
         }
         at += 64;
     }
-    let mut corrections = [0i32; R];
-    if R == 4 {
-        corrections = lanes(sum4(sums[0], sums[1], sums[2], sums[3]))[..R]
-            .try_into()
-            .unwrap_or(corrections);
-    } else {
-        for r in 0..R {
-            corrections[r] = _mm512_reduce_add_epi32(sums[r]);
-        }
-    }
+    let corrections = sums_of(&sums);
     let mut out = [[0i32; C]; R];
     for r in 0..R {
         let correction = corrections[r].wrapping_mul(128);
-        if C == 4 {
-            let [a, b, c, d] = lanes(sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
-            out[r][..].copy_from_slice(&[a, b, c, d][..C]);
-        } else {
-            for c in 0..C {
-                out[r][c] = _mm512_reduce_add_epi32(acc[r][c]);
-            }
+        for (o, v) in out[r].iter_mut().zip(sums_of(&acc[r])) {
+            *o = v.wrapping_sub(correction);
         }
-        for v in &mut out[r] {
-            *v = v.wrapping_sub(correction);
+    }
+    out
+}
+
+/// The lane sums of each vector (wrapping): by [`sum4`] for four, else one by one.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn sums_of<const N: usize>(v: &[__m512i; N]) -> [i32; N] {
+    let mut out = [0i32; N];
+    if let [a, b, c, d] = v[..] {
+        out.copy_from_slice(&lanes(sum4(a, b, c, d)));
+    } else {
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o = _mm512_reduce_add_epi32(x);
         }
     }
     out

@@ -117,7 +117,7 @@ fn wide_six_heads_strong_outliers() {
 /// the held-out report images, and its reported figure holds on images the quantizer never saw.
 #[test]
 fn a_sqnr_budget_is_met_on_held_out_images_of_an_outlier_member() {
-    const BUDGET_DB: f64 = 34.0;
+    const BUDGET_DB: f64 = 35.0;
     let name = "strong-out3x50-final";
     let m = family::member(name, IMG).unwrap();
     let (ckpt, _dir) = checkpoint(&m);

@@ -38,12 +38,12 @@
 //! | phase | uses (bytes) |
 //! | ----- | ------------ |
 //! | patch embedding | int8 im2col'd patches, `⌈C·p²⌉₄` each: as many per pass as fit (at least 1) |
-//! | attention | int8 keys `⌈T·D⌉₄` and values `⌈D·T⌉₄` (transposed); f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D`; int8 output tile `⌈R·D⌉₄` |
-//! | SA MLP | int8 `D` (norm2 output) + int8 `hidden` (GELU output) per token: as many tokens per pass as fit (at least 1) |
-//! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄`, and with the class path quantized at run time (`quant.class_path` `dynamic`) f32 copies of both rows, `4·(D + hidden_token_only)` more; sized for that either way |
+//! | attention | int8 keys `⌈T·D⌉₄` and values `⌈D·T⌉₄` (transposed); f32 logits and weights `2·4·H·T`; int8 weights `⌈H·T⌉₄`; int8 input tile `⌈R·D⌉₄`; query tile `4·R·D` (f32 or int8 queries); f32 output row `4·D`; int8 output tile `⌈R·D⌉₄`; f32 scales of each key and each value `2·4·T` and i32 sums of each value channel `4·D` (used when the rows are quantized at run time, `quant.activation_scales` `dynamic`) |
+//! | SA MLP | int8 `D` (norm2 output) + int8 `hidden` (GELU output) per token: as many tokens per pass as fit (at least 1); with the rows quantized at run time (`quant.activation_scales` `dynamic`) also f32 `max(D, hidden)` per token (fc1, then fc2 output) and one f32 norm2 row, at most `R` tokens per pass |
+//! | CA MLP | `⌈D⌉₄ + ⌈hidden_token_only⌉₄`, and with the rows quantized at run time (`quant.class_path` or `quant.activation_scales` `dynamic`) f32 copies of both rows, `4·(D + hidden_token_only)` more; sized for that either way, with the wider of the two hidden widths (and `D`, if wider), so that one row of either kind of block fits |
 //! | head | `2·4·D + ⌈D⌉₄`: pooled and unsmoothed features (f32), the int8 head input |
 //!
-//! The attention term dominates: cait_xxs24_224 needs 244,020 bytes (238 KiB) in all, 52% of the
+//! The attention term dominates: cait_xxs24_224 needs 246,364 bytes (240 KiB) in all, 52% of the
 //! f32 layout's 472,480, of which the f32 residual stream is 150,528.
 //!
 //! A mixed int8 pack (blocks kept in f16) runs those blocks on the f32 layout's `scratch` and the
@@ -125,9 +125,10 @@ pub(crate) const fn f32_attention(t: u128, d: u128, h: u128) -> [Region; 6] {
 
 /// The int8 attention's scratch, in order (see the module docs): int8 keys `T·D` and values `D·T`,
 /// f32 logits and weights `H·T`, int8 weights `H·T`, int8 input tile `R·D`, query tile `R·D` f32
-/// (or int8 in its first bytes), f32 output row `D`, int8 output tile `R·D`. Each region starts
+/// (or int8 in its first bytes), f32 output row `D`, int8 output tile `R·D`, f32 key and value
+/// scales `T` each and i32 value channel sums `D` (rows quantized at run time). Each region starts
 /// 4-byte aligned ([`take`] rounds up). Shared by [`workspace_bytes`] and `int8::blocks`.
-pub(crate) const fn int8_attention(t: u128, d: u128, h: u128) -> [Region; 9] {
+pub(crate) const fn int8_attention(t: u128, d: u128, h: u128) -> [Region; 12] {
     let r = attention_rows(t);
     [
         region(t * d, 1),
@@ -139,6 +140,9 @@ pub(crate) const fn int8_attention(t: u128, d: u128, h: u128) -> [Region; 9] {
         region(r * d, 4),
         region(d, 4),
         region(r * d, 1),
+        region(t, 4),
+        region(t, 4),
+        region(d, 4),
     ]
 }
 
@@ -182,13 +186,17 @@ const fn int8_scratch_bytes(cfg: &ModelConfig) -> u128 {
     let d = cfg.embed_dim as u128;
     let h = cfg.num_heads as u128;
     let attention = region_bytes(&int8_attention(t, d, h));
-    let hidden_token = cfg.mlp_hidden_dim_token_only as u128;
-    let mlp = round4(d) + round4(max(cfg.mlp_hidden_dim as u128, hidden_token));
-    // A class path quantized at run time keeps f32 copies of its norm2 and GELU rows.
-    let class_mlp = round4(d) + round4(hidden_token) + 4 * (d + hidden_token);
+    let hidden = max(
+        cfg.mlp_hidden_dim as u128,
+        cfg.mlp_hidden_dim_token_only as u128,
+    );
+    let mlp = round4(d) + round4(hidden);
+    // Rows quantized at run time keep f32 copies of a norm2 row and of their fc1/fc2 outputs: one
+    // row per pass at least, of either kind of block.
+    let run_time_mlp = round4(d) + round4(hidden) + 4 * (d + max(d, hidden));
     let patches = round4(cfg.in_chans as u128 * p * p);
     let head = 2 * 4 * d + round4(d);
-    max(max(attention, max(mlp, class_mlp)), max(patches, head))
+    max(max(attention, max(mlp, run_time_mlp)), max(patches, head))
 }
 
 /// Exact workspace bytes as a u128 (no overflow possible).
@@ -250,7 +258,7 @@ pub fn pack_workspace_bytes(pack: &cait_pack::Pack<'_>) -> usize {
 /// cait_pack::include_pack!(PACK = "../../../models/fashion-cait/fashion-cait-int8.cait");
 /// const BYTES: usize = cait_core::workspace_bytes_for(PACK.bytes());
 /// static mut WORKSPACE: cait_core::Workspace<BYTES> = cait_core::Workspace::new();
-/// # const _: () = assert!(BYTES == 15_396);
+/// # const _: () = assert!(BYTES == 15_916);
 /// ```
 ///
 /// Panics when the header cannot be read — in a `const`, a compile error naming no more than
@@ -328,7 +336,7 @@ pub const fn frame_offset(cfg: &ModelConfig, precision: Precision) -> usize {
 /// The workspace bytes for [`Model::forward_frame`](crate::Model::forward_frame): the larger of
 /// the layout's ([`workspace_bytes`], or [`mixed_workspace_bytes`] when `mixed`) and the
 /// frame's end, [`frame_offset`] `+ C·H·W`. For cait_xxs24_224 at int8 the frame (150,528
-/// bytes) ends at 172,032, inside the 244,020-byte layout: a frame costs no RAM.
+/// bytes) ends at 172,032, inside the 246,364-byte layout: a frame costs no RAM.
 pub const fn frame_workspace_bytes(cfg: &ModelConfig, precision: Precision, mixed: bool) -> usize {
     saturate(frame_bytes_u128(cfg, precision, mixed))
 }

@@ -36,6 +36,13 @@ pub const META_AV: &str = "quant.av";
 /// `act_quant` rows, as everywhere else) or `dynamic` (each row at run time, see
 /// [`is_class_path_linear`]). A pack without the key is `static`.
 pub const META_CLASS_PATH: &str = "quant.class_path";
+/// Metadata key: how the input rows of the blocks' linear layers and the head are quantized,
+/// `static` (the calibrated `act_quant` rows) or `dynamic` (each row at run time, see
+/// [`is_block_linear`]; the class-token path then too, whatever [`META_CLASS_PATH`] says). A pack
+/// without the key is `static`. The patch embedding's input (the normalized image) and the
+/// attention's int8 queries, keys, values and weights keep their calibrated quantization either
+/// way.
+pub const META_ACTIVATION_SCALES: &str = "quant.activation_scales";
 
 /// Whether `id` is the weight of a linear layer on the class-token path: the class-attention
 /// blocks' `q`, `proj`, `fc1` and `fc2`, and the `head`. Each multiplies one row per image (the
@@ -48,6 +55,23 @@ pub fn is_class_path_linear(id: TensorId) -> bool {
     matches!(
         id,
         TensorId::TokenBlock(_, QWeight | ProjWeight | Fc1Weight | Fc2Weight)
+            | TensorId::HeadWeight
+    )
+}
+
+/// Whether `id` is the weight of a linear layer whose input rows [`META_ACTIVATION_SCALES`] `dynamic`
+/// quantizes at run time: every block's `qkv` (`q`, `k`, `v`), `proj`, `fc1` and `fc2`, and the
+/// `head`: every linear layer but the patch embedding. Such a layer also holds an
+/// [`Int8Tensor::RowSum`], as the class-path layers do ([`is_class_path_linear`]).
+pub fn is_block_linear(id: TensorId) -> bool {
+    use BlockParam::*;
+    matches!(
+        id,
+        TensorId::Block(_, QkvWeight | ProjWeight | Fc1Weight | Fc2Weight)
+            | TensorId::TokenBlock(
+                _,
+                QWeight | KWeight | VWeight | ProjWeight | Fc1Weight | Fc2Weight
+            )
             | TensorId::HeadWeight
     )
 }
@@ -90,7 +114,8 @@ pub enum Int8Tensor {
     AccBias(TensorId),
     /// `<layer>.row_sum`, i32 `[out]`: `Σ_j weight[o, j]` of the int8 weight `id`, for the
     /// zero point of an input quantized at run time (class-path layers of a pack whose
-    /// [`META_CLASS_PATH`] is `dynamic`).
+    /// [`META_CLASS_PATH`] is `dynamic`, every layer but the patch embedding of one whose
+    /// [`META_ACTIVATION_SCALES`] is).
     RowSum(TensorId),
     /// `blocks.{i}.act_quant` (or `blocks_token_only.{i}.act_quant` when `token_only`), f32
     /// `[act::ROWS, 2]`: `(scale, zero_point)` of each activation, rows as in [`act`].

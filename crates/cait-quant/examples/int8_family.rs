@@ -3,7 +3,9 @@
 //! ```sh
 //! cargo run --release -p cait-quant --example int8_family -- [--img 64] [--calib 128] [--test 64] \
 //!     [--member NAME]... [--method minmax|percentile|mse] [--smoothing off|ALPHA] [--json] \
-//!     [--min-sqnr DB] [--class-path static|dynamic] [--write DIR]
+//!     [--min-sqnr DB] [--class-path static|dynamic] [--activation-scales static|dynamic] \
+//!     [--qk int8|f32] [--av int8|f32] \
+//!     [--write DIR]
 //! ```
 //! For each member: `quantize_int8` with every choice automatic (or as given) on `--calib`
 //! images of the calibration stream, then the int8 pack and the f32 pack on `--test` images of a
@@ -16,7 +18,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cait_quant::data::Dataset;
-use cait_quant::quantize::{self, CalibMethod, ClassPath, Int8Options, Silent, Smoothing};
+use cait_quant::quantize::{
+    self, ActivationScales, AttnMode, CalibMethod, ClassPath, Int8Options, Silent, Smoothing,
+};
 use cait_quant::{ImportOptions, load_checkpoint, npy, write_pack_f32};
 use cait_tests::family::{self, Member};
 use cait_tests::logits::{compare, run_pack};
@@ -30,6 +34,9 @@ struct Args {
     smoothing: Option<Smoothing>,
     min_sqnr: Option<f64>,
     class_path: ClassPath,
+    activation_scales: Option<ActivationScales>,
+    qk: Option<AttnMode>,
+    av: Option<AttnMode>,
     json: bool,
     write: Option<PathBuf>,
 }
@@ -44,6 +51,9 @@ fn parse() -> Result<Args, String> {
         smoothing: None,
         min_sqnr: None,
         class_path: ClassPath::default(),
+        activation_scales: None,
+        qk: None,
+        av: None,
         json: false,
         write: None,
     };
@@ -62,6 +72,13 @@ fn parse() -> Result<Args, String> {
                     "static" => ClassPath::Static,
                     "dynamic" => ClassPath::Dynamic,
                     v => return Err(format!("--class-path {v}: static or dynamic")),
+                }
+            }
+            "--activation-scales" => {
+                a.activation_scales = match value()?.as_str() {
+                    "static" => Some(ActivationScales::Static),
+                    "dynamic" => Some(ActivationScales::Dynamic),
+                    v => return Err(format!("--activation-scales {v}: static or dynamic")),
                 }
             }
             "--min-sqnr" => {
@@ -84,6 +101,18 @@ fn parse() -> Result<Args, String> {
                     "off" => Smoothing::Off,
                     x => Smoothing::Alpha(x.parse().map_err(|_| format!("--smoothing {x}"))?),
                 })
+            }
+            "--qk" | "--av" => {
+                let mode = match value()?.as_str() {
+                    "int8" => AttnMode::Int8,
+                    "f32" => AttnMode::F32,
+                    v => return Err(format!("{flag} {v}: int8 or f32")),
+                };
+                if flag == "--qk" {
+                    a.qk = Some(mode);
+                } else {
+                    a.av = Some(mode);
+                }
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -158,6 +187,9 @@ fn main() {
             smoothing: args.smoothing,
             budget: args.min_sqnr.map(quantize::Budget::MinSqnr),
             class_path: args.class_path,
+            activation_scales: args.activation_scales,
+            qk: args.qk,
+            av: args.av,
             ..Int8Options::default()
         };
         let t = Instant::now();

@@ -58,6 +58,7 @@ fn quantization(pack: &Pack<'_>) -> Value {
             "qk": text(cait_pack::int8::META_QK),
             "av": text(cait_pack::int8::META_AV),
             "class_path": text(cait_pack::int8::META_CLASS_PATH).unwrap_or("static"),
+            "activation_scales": text(cait_pack::int8::META_ACTIVATION_SCALES).unwrap_or("static"),
             "f16_blocks": cait_pack::int8::f16_blocks(pack).count(),
             "held_out_logit_sqnr_db": number(META_HELD_OUT_SQNR_DB),
             "held_out_top1_agreement": number(META_HELD_OUT_AGREEMENT),

@@ -17,7 +17,8 @@ enum PrecisionArg {
     F32,
     /// f16 weights, f32 compute.
     F16,
-    /// int8 weights per output channel, static activation scales from calibration.
+    /// int8 weights per output channel, activation scales from calibration (or per row at run
+    /// time, see --activation-scales).
     Int8,
 }
 
@@ -44,6 +45,17 @@ enum ClassPathArg {
     Dynamic,
     /// The calibrated scales, as every other activation.
     Static,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScalesArg {
+    /// Measure both and keep dynamic only where it is better.
+    Auto,
+    /// The calibrated scale and zero point of each activation.
+    Static,
+    /// Each input row of every linear layer but the patch embedding quantized at run time over
+    /// its own range.
+    Dynamic,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +114,13 @@ pub struct Args {
     /// run time over its own range, which measured better than `static` on every fixture model.
     #[arg(long, value_enum, default_value_t = ClassPathArg::Dynamic)]
     class_path: ClassPathArg,
+    /// int8: the linear layers' input scales. `static` uses the calibrated scale of each
+    /// activation; `dynamic` quantizes every input row (but the patch embedding's) at run time
+    /// over its own range, as ONNX Runtime's dynamic quantization does per tensor, for a pass over
+    /// each row and f32 copies of the MLP's rows; it implies a dynamic class path. `auto` measures
+    /// both on the selection images and keeps the better.
+    #[arg(long, value_enum, default_value_t = ScalesArg::Auto)]
+    activation_scales: ScalesArg,
     /// int8, mixed precision: keep the most sensitive blocks in f16 until top-1 accuracy is at
     /// most PTS points below the float model's on the selection images (labelled data: IDX or
     /// class sub-folders). The pack records the kept blocks; the summary says whether the budget
@@ -253,6 +272,11 @@ pub fn run(args: Args) -> Result<()> {
                 class_path: match args.class_path {
                     ClassPathArg::Dynamic => quantize::ClassPath::Dynamic,
                     ClassPathArg::Static => quantize::ClassPath::Static,
+                },
+                activation_scales: match args.activation_scales {
+                    ScalesArg::Auto => None,
+                    ScalesArg::Static => Some(quantize::ActivationScales::Static),
+                    ScalesArg::Dynamic => Some(quantize::ActivationScales::Dynamic),
                 },
             };
             let calib = calib.as_ref().context("int8 needs --calib")?;

@@ -141,8 +141,9 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
     let calib = dir.path().join("calib.npy");
     cait_quant::npy::write_f32(&calib, &cshape, &cdata).unwrap();
     let pack = dir.path().join("xxs24-int8.cait");
-    // Both attention products in int8: the kernels this measures (the automatic choice on 8
-    // random images may keep attention·v in f32, which costs ~830M instructions more).
+    // Both attention products in int8 with the calibrated activation scales: the kernels this
+    // measures (the automatic choice on 8 random images may keep attention·v in f32, which costs
+    // ~830M instructions more, or quantize the rows at run time).
     let st = cait()
         .args([
             "quantize",
@@ -152,6 +153,8 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
             "int8",
             "--av",
             "int8",
+            "--activation-scales",
+            "static",
         ])
         .arg("--calib")
         .arg(&calib)

@@ -7,7 +7,7 @@
 use cait_pack::int8::{Int8Tensor, act};
 use cait_pack::{BlockParam, GlobalPool, TensorId};
 
-use super::attention::{self, KeysValues, Query, RowScratch};
+use super::attention::{self, KeysValues, Query, RowScratch, TokenScales};
 use super::{BlockActs, Int8Resolver, Modes, QLinear};
 use crate::Error;
 use crate::attention::{AttentionSink, TalkingHeads};
@@ -18,7 +18,7 @@ use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::model::block;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::{self, take};
+use crate::workspace::{self, ATTENTION_ROWS, take};
 
 /// Stem and head: everything outside the blocks.
 #[derive(Clone, Copy)]
@@ -43,7 +43,7 @@ impl<'a> Stem<'a> {
         let [input] = r.act_quant::<1>(Int8Tensor::PatchEmbedActQuant)?;
         let head = if cfg.num_classes > 0 {
             let [q] = r.act_quant::<1>(Int8Tensor::HeadActQuant)?;
-            let head = r.class_path_linear(TensorId::HeadWeight, modes.class_dynamic)?;
+            let head = r.linear_for(TensorId::HeadWeight, modes.class_dynamic)?;
             Some((head, q))
         } else {
             None
@@ -81,6 +81,18 @@ pub(crate) struct AttentionScratch<'w> {
     row: &'w mut [f32],
     /// The quantized output rows (`proj`'s input).
     tile_out: &'w mut [i8],
+    /// `T`: each key's scale, when the keys are quantized at run time.
+    key_scales: &'w mut [f32],
+    /// `T`: each value's scale, likewise.
+    value_scales: &'w mut [f32],
+    /// `D`: each value channel's sum over the tokens, likewise.
+    value_sums: &'w mut [i32],
+    /// The query tile's rows quantized at run time (int8 q·kᵀ): their quantizations.
+    q_quants: [ActQuant; ATTENTION_ROWS],
+    /// The input tile's rows quantized at run time: their quantizations.
+    in_quants: [ActQuant; ATTENTION_ROWS],
+    /// The output tile's rows quantized at run time: their quantizations.
+    out_quants: [ActQuant; ATTENTION_ROWS],
     /// Keys `T`.
     tokens: usize,
     d: usize,
@@ -102,6 +114,9 @@ impl<'w> AttentionScratch<'w> {
             tile_q,
             row,
             tile_out,
+            key_scales,
+            value_scales,
+            value_sums,
         ] = regions.map(|r| r.count as usize);
         // The element types are the table's (`int8_attention_types_match_the_table` checks).
         let (keys, rest) = take::<i8>(scratch, keys);
@@ -112,7 +127,10 @@ impl<'w> AttentionScratch<'w> {
         let (tile_in, rest) = take::<i8>(rest, tile_in);
         let (tile_q, rest) = take::<f32>(rest, tile_q);
         let (row, rest) = take::<f32>(rest, row);
-        let (tile_out, _) = take::<i8>(rest, tile_out);
+        let (tile_out, rest) = take::<i8>(rest, tile_out);
+        let (key_scales, rest) = take::<f32>(rest, key_scales);
+        let (value_scales, rest) = take::<f32>(rest, value_scales);
+        let (value_sums, _) = take::<i32>(rest, value_sums);
         AttentionScratch {
             keys: &mut keys[..tokens * d],
             values: &mut values[..tokens * d],
@@ -123,6 +141,12 @@ impl<'w> AttentionScratch<'w> {
             tile_q,
             row,
             tile_out,
+            key_scales: &mut key_scales[..tokens],
+            value_scales: &mut value_scales[..tokens],
+            value_sums,
+            q_quants: [ActQuant::UNIT; ATTENTION_ROWS],
+            in_quants: [ActQuant::UNIT; ATTENTION_ROWS],
+            out_quants: [ActQuant::UNIT; ATTENTION_ROWS],
             tokens,
             d,
             head_dim: dims.head_dim,
@@ -157,59 +181,96 @@ fn queries(
     }
 }
 
-/// [`queries`] for the class token's row `x`, quantized at run time by `row` (`reference`: the
-/// calibrated norm1 quantization, the unit of `q`'s `acc_bias`); `buf`: `D` f32 of scratch.
+/// [`queries`] for the rows `x` (`rows × D`), row `t` quantized at run time by `rows[t]`
+/// (`reference`: the calibrated norm1 quantization, the unit of `q`'s `acc_bias`). For int8
+/// q·kᵀ each query row is quantized over its own range too (symmetric when `kv_dynamic`, its
+/// quantization into `q_quants`), else with the calibrated `act::Q`; `x` is free once the queries
+/// are computed and holds the int8 ones on their way into `tile_q`.
 #[allow(clippy::too_many_arguments)]
-fn class_query(
+fn queries_of_rows(
     q: &QLinear<'_>,
-    x: &[i8],
-    row: &ActQuant,
+    x: &mut [i8],
+    rows: &[ActQuant],
     reference: &ActQuant,
     acts: &BlockActs,
     modes: Modes,
+    kv_dynamic: bool,
+    q_quants: &mut [ActQuant],
     tile_q: &mut [f32],
-    buf: &mut [f32],
+    d: usize,
     site: Site,
     probe: &mut MaybeProbe<'_>,
 ) {
-    let d = x.len();
-    if modes.qk_int8 {
-        let qq = acts[act::Q];
-        q.forward_row(x, row, reference, buf);
-        let tq = &mut bytemuck::cast_slice_mut::<f32, i8>(tile_q)[..d];
-        qq.quantize_slice(buf, tq);
-        probe.i8(site, Point::Q, d, tq, qq);
-    } else {
-        let tq = &mut tile_q[..d];
-        q.forward_row(x, row, reference, tq);
+    let len = x.len();
+    let tq = &mut tile_q[..len];
+    q.forward_rows(x, rows, reference, tq);
+    if !modes.qk_int8 {
         probe.f32(site, Point::Q, d, tq);
+        return;
+    }
+    if kv_dynamic {
+        for ((f, out), qq) in tq
+            .chunks_exact(d)
+            .zip(x.chunks_exact_mut(d))
+            .zip(q_quants.iter_mut())
+        {
+            *qq = ActQuant::symmetric_of_row(f);
+            qq.quantize_slice(f, out);
+        }
+    } else {
+        acts[act::Q].quantize_slice(tq, x);
+    }
+    let tq = &mut bytemuck::cast_slice_mut::<f32, i8>(tile_q)[..len];
+    tq.copy_from_slice(x);
+    if kv_dynamic {
+        report_rows(probe, site, Point::Q, d, tq, q_quants);
+    } else {
+        probe.i8(site, Point::Q, d, tq, acts[act::Q]);
     }
 }
 
-/// Query row `j` of `tile_q` as [`queries`] left it.
-fn query<'q>(tile_q: &'q [f32], j: usize, d: usize, acts: &BlockActs, modes: Modes) -> Query<'q> {
+/// `norm.apply(x)` of each row of `rows` (`D` wide), through the f32 row `buf`, quantized over its
+/// own range into the same row of `out`, its quantization into `quants`.
+fn norm_rows_at_run_time<'x>(
+    norm: &LayerNorm<'_>,
+    rows: impl Iterator<Item = &'x [f32]>,
+    buf: &mut [f32],
+    out: &mut [i8],
+    quants: &mut [ActQuant],
+) {
+    let d = buf.len();
+    for ((x, out), q) in rows.zip(out.chunks_exact_mut(d)).zip(quants) {
+        norm.apply(x, buf);
+        *q = ActQuant::of_row(buf);
+        q.quantize_slice(buf, out);
+    }
+}
+
+/// Reports the `width`-wide rows of `act`, row `t` quantized by `quants[t]`.
+fn report_rows(
+    probe: &mut MaybeProbe<'_>,
+    site: Site,
+    point: Point,
+    width: usize,
+    act: &[i8],
+    quants: &[ActQuant],
+) {
+    if probe.active() {
+        for (row, q) in act.chunks_exact(width).zip(quants) {
+            probe.i8(site, point, width, row, *q);
+        }
+    }
+}
+
+/// Query row `j` of `tile_q` as [`queries`] left it, int8 with scale `q_scale`.
+fn query(tile_q: &[f32], j: usize, d: usize, q_scale: f32, modes: Modes) -> Query<'_> {
     if modes.qk_int8 {
         Query::I8(
             &bytemuck::cast_slice::<f32, i8>(tile_q)[j * d..(j + 1) * d],
-            acts[act::Q].scale,
+            q_scale,
         )
     } else {
         Query::F32(&tile_q[j * d..(j + 1) * d])
-    }
-}
-
-/// Reports the attention weights that multiplied the values.
-fn report_attention(
-    probe: &mut MaybeProbe<'_>,
-    site: Site,
-    n: usize,
-    weights: &[f32],
-    probs: &[i8],
-    av: Option<&ActQuant>,
-) {
-    match av {
-        Some(q) => probe.i8(site, Point::Attention, n, probs, *q),
-        None => probe.f32(site, Point::Attention, n, weights),
     }
 }
 
@@ -223,17 +284,38 @@ pub(crate) struct Attention<'a> {
     proj: QLinear<'a>,
     acts: BlockActs,
     modes: Modes,
-    /// The class token's rows (its query, the attention output) quantized at run time: a
-    /// class-attention block of a pack whose class path is `dynamic`.
+    /// The query rows (norm1) and the attention output rows quantized at run time: every block
+    /// of a pack whose activations are `dynamic`, or a class-attention block of one whose class
+    /// path is.
     dynamic: bool,
+    /// The keys' and values' input rows (norm1 of every token) quantized at run time: a pack whose
+    /// activations are `dynamic`.
+    kv_dynamic: bool,
 }
 
 impl Attention<'_> {
-    /// The int8 `keys` (`n × D`) and `values` (`D × n`) with their scales.
+    /// The attention output row `j`, f32 in the scratch's `row`, into row `j` of the output tile:
+    /// over its own range when `dynamic` (its quantization into `out_quants[j]`), else with the
+    /// calibrated `act::ATTENTION_OUT`.
+    fn quantize_output(&self, s: &mut AttentionScratch<'_>, j: usize) {
+        let d = s.d;
+        let out = &mut s.tile_out[j * d..(j + 1) * d];
+        if self.dynamic {
+            let q = ActQuant::of_row(s.row);
+            q.quantize_slice(s.row, out);
+            s.out_quants[j] = q;
+        } else {
+            self.acts[act::ATTENTION_OUT].quantize_slice(s.row, out);
+        }
+    }
+
+    /// The int8 `keys` (`n × D`) and `values` (`D × n`) with their scales: the calibrated ones,
+    /// or each token's (`token_scales`) when `kv_dynamic`.
     fn kv<'s>(
         &self,
         keys: &'s [i8],
         values: &'s [i8],
+        token_scales: TokenScales<'s>,
         n: usize,
         head_dim: usize,
     ) -> KeysValues<'s> {
@@ -242,8 +324,35 @@ impl Attention<'_> {
             values,
             key_scale: self.acts[act::K].scale,
             value_scale: self.acts[act::V].scale,
+            token_scales: self.kv_dynamic.then_some(token_scales),
             n,
             head_dim,
+        }
+    }
+
+    /// The scale of query row `j`'s int8 form (int8 q·kᵀ).
+    fn q_scale(&self, s: &AttentionScratch<'_>, j: usize) -> f32 {
+        if self.kv_dynamic {
+            s.q_quants[j].scale
+        } else {
+            self.acts[act::Q].scale
+        }
+    }
+
+    /// Reports the attention weights that multiplied the values: `weights` (f32 attention·v),
+    /// `probs` (int8), or with rows quantized at run time the dequantized int8 weights `spare`
+    /// (see [`attention::weighted_values`]).
+    fn report_attention(
+        &self,
+        probe: &mut MaybeProbe<'_>,
+        site: Site,
+        n: usize,
+        (weights, probs, spare): (&[f32], &[i8], &[f32]),
+    ) {
+        match (self.modes.av_int8, self.kv_dynamic) {
+            (true, false) => probe.i8(site, Point::Attention, n, probs, self.acts[act::ATTENTION]),
+            (true, true) => probe.f32(site, Point::Attention, n, spare),
+            (false, _) => probe.f32(site, Point::Attention, n, weights),
         }
     }
 }
@@ -265,15 +374,49 @@ impl block::Attention for Attention<'_> {
     ) {
         let (d, tokens) = (s.d, s.tokens);
         let (n1, kq, vq) = (self.acts[act::NORM1], self.acts[act::K], self.acts[act::V]);
-        let tile = &mut s.tile_in[..rows.len() * d];
-        for (x, out) in rows.zip(tile.chunks_exact_mut(d)) {
-            self.norm1.apply_quantized(x, &n1, out);
-        }
-        probe.i8(site, Point::Norm1, d, tile, n1);
+        let count = rows.len();
+        let tile = &mut s.tile_in[..count * d];
         let (keys, values) = (&mut s.keys[first * d..], &mut s.values[first..]);
-        self.k.forward_quantized(tile, n1.scale, kq, keys);
-        self.v
-            .forward_quantized_transposed(tile, n1.scale, vq, values, tokens);
+        if self.kv_dynamic {
+            let quants = &mut s.in_quants[..count];
+            norm_rows_at_run_time(&self.norm1, rows, s.row, tile, quants);
+            report_rows(probe, site, Point::Norm1, d, tile, quants);
+            // The query tile is free until the queries: f32 keys, then values, of the rows,
+            // each row quantized over its own range (symmetric), its scale kept.
+            let f = &mut s.tile_q[..count * d];
+            let (key_scales, value_scales) = (
+                &mut s.key_scales[first..first + count],
+                &mut s.value_scales[first..first + count],
+            );
+            if first == 0 {
+                s.value_sums.fill(0);
+            }
+            self.k.forward_rows(tile, quants, &n1, f);
+            let rows = f.chunks_exact(d).zip(keys.chunks_exact_mut(d));
+            for ((row, key), scale) in rows.zip(key_scales.iter_mut()) {
+                let q = ActQuant::symmetric_of_row(row);
+                q.quantize_slice(row, key);
+                *scale = q.scale;
+            }
+            self.v.forward_rows(tile, quants, &n1, f);
+            for ((t, row), scale) in f.chunks_exact(d).enumerate().zip(value_scales.iter_mut()) {
+                let q = ActQuant::symmetric_of_row(row);
+                for ((c, &y), sum) in row.iter().enumerate().zip(s.value_sums.iter_mut()) {
+                    let v = q.quantize(y);
+                    values[c * tokens + t] = v;
+                    *sum += i32::from(v);
+                }
+                *scale = q.scale;
+            }
+        } else {
+            for (x, out) in rows.zip(tile.chunks_exact_mut(d)) {
+                self.norm1.apply_quantized(x, &n1, out);
+            }
+            probe.i8(site, Point::Norm1, d, tile, n1);
+            self.k.forward_quantized(tile, n1.scale, kq, keys);
+            self.v
+                .forward_quantized_transposed(tile, n1.scale, vq, values, tokens);
+        }
     }
 
     fn report_keys_values(
@@ -289,7 +432,25 @@ impl block::Attention for Attention<'_> {
         let (n, d) = (s.tokens, s.d);
         // Keys `n × D` here, reported as `D` rows of `n`; values `D × n` here, as `n` rows of
         // `D`: the layouts [`Point::K`] and [`Point::V`] document, which the float engine
-        // reports too. Gathered through the (free) int8 weights and output tile.
+        // reports too. Gathered through the (free) int8 weights and output tile, or, each token
+        // with its own scale, dequantized into the (free) f32 logits and output row.
+        if self.kv_dynamic {
+            let (column, row) = (&mut s.logits[..n], &mut s.row[..d]);
+            for c in 0..d {
+                let keys = s.keys.chunks_exact(d).zip(s.key_scales.iter());
+                for (v, (key, &scale)) in column.iter_mut().zip(keys) {
+                    *v = f32::from(key[c]) * scale;
+                }
+                probe.f32(site, Point::K, n, column);
+            }
+            for (m, &scale) in s.value_scales.iter().enumerate() {
+                for (v, channel) in row.iter_mut().zip(s.values.chunks_exact(n)) {
+                    *v = f32::from(channel[m]) * scale;
+                }
+                probe.f32(site, Point::V, d, row);
+            }
+            return;
+        }
         let (column, row) = (&mut s.probs[..n], &mut s.tile_out[..d]);
         for c in 0..d {
             for (v, key) in column.iter_mut().zip(s.keys.chunks_exact(d)) {
@@ -315,12 +476,22 @@ impl block::Attention for Attention<'_> {
         let (acts, modes, n1) = (&self.acts, self.modes, self.acts[act::NORM1]);
         let normed = &mut s.tile_in[..x.len()];
         if self.dynamic {
-            // The output row is free until the attention: the class token's norm1, in f32.
-            self.norm1.apply(x, s.row);
-            let row = ActQuant::of_row(s.row);
-            row.quantize_slice(s.row, normed);
-            class_query(
-                &self.q, normed, &row, &n1, acts, modes, s.tile_q, s.row, site, probe,
+            // The output row is free until the attention: each row's norm1, in f32.
+            let quants = &mut s.in_quants[..x.len() / s.d];
+            norm_rows_at_run_time(&self.norm1, x.chunks_exact(s.d), s.row, normed, quants);
+            queries_of_rows(
+                &self.q,
+                normed,
+                quants,
+                &n1,
+                acts,
+                modes,
+                self.kv_dynamic,
+                &mut s.q_quants,
+                s.tile_q,
+                s.d,
+                site,
+                probe,
             );
         } else {
             self.norm1.apply_rows_quantized(x, &n1, normed);
@@ -340,16 +511,23 @@ impl block::Attention for Attention<'_> {
     ) {
         let (d, acts, modes) = (s.d, &self.acts, self.modes);
         let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
-        let kv = self.kv(s.keys, s.values, s.tokens, s.head_dim);
+        let q = query(s.tile_q, j, d, self.q_scale(s, j), modes);
+        let scales = TokenScales {
+            keys: s.key_scales,
+            values: s.value_scales,
+            value_sums: s.value_sums,
+        };
+        let kv = self.kv(s.keys, s.values, scales, s.tokens, s.head_dim);
         let mut row = RowScratch {
             logits: s.logits,
             weights: s.weights,
             probs: s.probs,
+            dequantize: probe.active(),
         };
-        let q = query(s.tile_q, j, d, acts, modes);
         attention::talking_heads(q, &kv, mix, av, &mut row, s.row);
-        report_attention(probe, site, s.tokens, row.logits, row.probs, av);
-        acts[act::ATTENTION_OUT].quantize_slice(s.row, &mut s.tile_out[j * d..(j + 1) * d]);
+        let weights = (&*row.logits, &*row.probs, &*row.weights);
+        self.report_attention(probe, site, s.tokens, weights);
+        self.quantize_output(s, j);
     }
 
     fn class_attention(
@@ -362,22 +540,27 @@ impl block::Attention for Attention<'_> {
     ) {
         let (d, acts, modes) = (s.d, &self.acts, self.modes);
         let av = modes.av_int8.then_some(&acts[act::ATTENTION]);
-        let kv = self.kv(s.keys, s.values, s.tokens, s.head_dim);
+        let q = query(s.tile_q, 0, d, self.q_scale(s, 0), modes);
+        let scales = TokenScales {
+            keys: s.key_scales,
+            values: s.value_scales,
+            value_sums: s.value_sums,
+        };
+        let kv = self.kv(s.keys, s.values, scales, s.tokens, s.head_dim);
         let mut row = RowScratch {
             logits: s.logits,
             weights: s.weights,
             probs: s.probs,
+            dequantize: probe.active(),
         };
-        let q = query(s.tile_q, 0, d, acts, modes);
         attention::class_attention(q, &kv, av, &mut row, s.row, |head, w| {
             if let Some(s) = sink.as_deref_mut() {
                 s.class_attention(block, head, w);
             }
         });
-        report_attention(probe, site, s.tokens, row.weights, row.probs, av);
-        if !self.dynamic {
-            acts[act::ATTENTION_OUT].quantize_slice(s.row, &mut s.tile_out[..d]);
-        }
+        let weights = (&*row.weights, &*row.probs, &*row.logits);
+        self.report_attention(probe, site, s.tokens, weights);
+        self.quantize_output(s, 0);
     }
 
     fn project(
@@ -390,13 +573,12 @@ impl block::Attention for Attention<'_> {
         let (d, out_q) = (s.d, self.acts[act::ATTENTION_OUT]);
         let out = &mut s.tile_out[..residual.len()];
         if self.dynamic {
-            // The class token's output row, still f32 in `row`, quantized over its own range.
-            let row = ActQuant::of_row(s.row);
-            row.quantize_slice(s.row, out);
-            probe.i8(site, Point::AttentionOut, d, out, row);
-            // The attention output row is quantized: it takes proj's output.
-            self.proj.forward_row(out, &row, &out_q, s.row);
-            for (c, &y) in residual.iter_mut().zip(s.row.iter()) {
+            let quants = &s.out_quants[..residual.len() / d];
+            report_rows(probe, site, Point::AttentionOut, d, out, quants);
+            // The query tile is free after the attention: proj's f32 output rows.
+            let f = &mut s.tile_q[..residual.len()];
+            self.proj.forward_rows(out, quants, &out_q, f);
+            for (c, &y) in residual.iter_mut().zip(f.iter()) {
                 *c += y;
             }
         } else {
@@ -415,8 +597,8 @@ pub(crate) struct Mlp<'a> {
     n2: ActQuant,
     /// The GELU output's (`fc2`'s input).
     hq: ActQuant,
-    /// The rows quantized at run time: a class-attention block of a pack whose class path is
-    /// `dynamic` ([`Mlp::forward_dynamic`]).
+    /// The rows quantized at run time ([`Mlp::forward_dynamic`]): every block of a pack whose
+    /// activations are `dynamic`, or a class-attention block of one whose class path is.
     dynamic: bool,
 }
 
@@ -474,37 +656,59 @@ impl block::Mlp for Mlp<'_> {
 }
 
 impl Mlp<'_> {
-    /// `cls += Mlp(norm2(cls))` with the norm2 and GELU rows of the class token quantized at run
-    /// time, over f32 copies of the two rows (the CA MLP row of `crate::workspace`'s int8 table).
+    /// `x += Mlp(norm2(x))` with each norm2 and GELU row quantized at run time over its own range,
+    /// up to [`ATTENTION_ROWS`] rows per pass through f32 copies (a norm2 row, and the fc1 and
+    /// then fc2 outputs of the pass's rows): with one row per pass, the CA MLP row of
+    /// `crate::workspace`'s int8 table, which every block's MLP fits.
     #[inline(never)]
     fn forward_dynamic(
         &self,
-        cls: &mut [f32],
+        x: &mut [f32],
         scratch: &mut [u8],
         d: usize,
         hidden: usize,
         site: Site,
         probe: &mut MaybeProbe<'_>,
     ) {
-        let (normed, rest) = take::<i8>(scratch, d);
-        let (hid, rest) = take::<i8>(rest, hidden);
-        let (normed_f, rest) = take::<f32>(rest, d);
-        let (hid_f, _) = take::<f32>(rest, hidden);
-        self.norm2.apply(cls, normed_f);
-        let row = ActQuant::of_row(normed_f);
-        row.quantize_slice(normed_f, normed);
-        probe.i8(site, Point::Norm2, d, normed, row);
-        self.fc1.forward_row(normed, &row, &self.n2, hid_f);
-        for h in hid_f.iter_mut() {
-            *h = gelu_rational(*h);
-        }
-        let row = ActQuant::of_row(hid_f);
-        row.quantize_slice(hid_f, hid);
-        probe.i8(site, Point::Hidden, hidden, hid, row);
-        // The norm2 row is quantized: it takes fc2's output.
-        self.fc2.forward_row(hid, &row, &self.hq, normed_f);
-        for (c, &y) in cls.iter_mut().zip(normed_f.iter()) {
-            *c += y;
+        let wide = d.max(hidden);
+        let rows = x.len() / d.max(1);
+        // Per row: int8 `d` and `hidden`, f32 `wide`; one f32 norm2 row besides.
+        let spare = scratch.len().saturating_sub(4 * d + 12);
+        let per_pass =
+            (spare / (d + hidden + 4 * wide).max(1)).clamp(1, ATTENTION_ROWS.min(rows.max(1)));
+        let (normed, rest) = take::<i8>(scratch, per_pass * d);
+        let (hid, rest) = take::<i8>(rest, per_pass * hidden);
+        let (row, rest) = take::<f32>(rest, d);
+        let (wide_f, _) = take::<f32>(rest, per_pass * wide);
+        let (mut norm_q, mut hid_q) = (
+            [ActQuant::UNIT; ATTENTION_ROWS],
+            [ActQuant::UNIT; ATTENTION_ROWS],
+        );
+        for xs in x.chunks_mut(per_pass * d) {
+            let count = xs.len() / d;
+            let (normed, hid) = (&mut normed[..count * d], &mut hid[..count * hidden]);
+            let (norm_q, hid_q) = (&mut norm_q[..count], &mut hid_q[..count]);
+            norm_rows_at_run_time(&self.norm2, xs.chunks_exact(d), row, normed, norm_q);
+            report_rows(probe, site, Point::Norm2, d, normed, norm_q);
+            let h = &mut wide_f[..count * hidden];
+            self.fc1.forward_rows(normed, norm_q, &self.n2, h);
+            for ((h, out), q) in h
+                .chunks_exact_mut(hidden)
+                .zip(hid.chunks_exact_mut(hidden))
+                .zip(hid_q.iter_mut())
+            {
+                for v in h.iter_mut() {
+                    *v = gelu_rational(*v);
+                }
+                *q = ActQuant::of_row(h);
+                q.quantize_slice(h, out);
+            }
+            report_rows(probe, site, Point::Hidden, hidden, hid, hid_q);
+            let y = &mut wide_f[..count * d];
+            self.fc2.forward_rows(hid, hid_q, &self.hq, y);
+            for (c, &y) in xs.iter_mut().zip(y.iter()) {
+                *c += y;
+            }
         }
     }
 }
@@ -530,18 +734,19 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
         use BlockParam::*;
         let id = block_param(token_only, i);
         let f = |p| self.r.f32(id(p));
-        let dynamic = token_only && modes.class_dynamic;
-        let class_path = |p| self.class_path_linear(id(p), dynamic);
+        let kv_dynamic = modes.rows_dynamic;
+        let dynamic = kv_dynamic || (token_only && modes.class_dynamic);
+        let run_time = |p, run_time| self.linear_for(id(p), run_time);
         let [q, k, v] = if token_only {
             [
-                class_path(QWeight)?,
-                self.linear(id(KWeight))?,
-                self.linear(id(VWeight))?,
+                run_time(QWeight, dynamic)?,
+                run_time(KWeight, kv_dynamic)?,
+                run_time(VWeight, kv_dynamic)?,
             ]
         } else {
             // timm's fused qkv: rows `0..D`, `D..2D`, `2D..3D`.
             let d = self.r.cfg.embed_dim as usize;
-            let qkv = self.linear(id(QkvWeight))?;
+            let qkv = run_time(QkvWeight, dynamic)?;
             [0, 1, 2].map(|j| qkv.output_rows(j * d, d))
         };
         let acts: BlockActs = self.act_quant(Int8Tensor::BlockActQuant {
@@ -556,18 +761,19 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
             q,
             k,
             v,
-            proj: class_path(ProjWeight)?,
+            proj: run_time(ProjWeight, dynamic)?,
             acts,
             modes,
             dynamic,
+            kv_dynamic,
         };
         let mlp = Mlp {
             norm2: LayerNorm {
                 weight: f(Norm2Weight)?,
                 bias: f(Norm2Bias)?,
             },
-            fc1: class_path(Fc1Weight)?,
-            fc2: class_path(Fc2Weight)?,
+            fc1: run_time(Fc1Weight, dynamic)?,
+            fc2: run_time(Fc2Weight, dynamic)?,
             n2: acts[act::NORM2],
             hq: acts[act::HIDDEN],
             dynamic,
@@ -731,7 +937,7 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
                 let row = ActQuant::of_row(pooled);
                 row.quantize_slice(pooled, quantized);
                 probe.i8(Site::Head, Point::Input, d, quantized, row);
-                head.forward_row(quantized, &row, q, logits);
+                head.forward_rows(quantized, &[row], q, logits);
             }
             Some((head, q)) => {
                 q.quantize_slice(pooled, quantized);
@@ -788,6 +994,9 @@ mod layout_tests {
             core::mem::size_of_val(a.tile_q),
             core::mem::size_of_val(a.row),
             core::mem::size_of_val(a.tile_out),
+            core::mem::size_of_val(a.key_scales),
+            core::mem::size_of_val(a.value_scales),
+            core::mem::size_of_val(a.value_sums),
         ];
         let want = table.map(|Region { count, elem }| (count * elem) as usize);
         assert_eq!(bytes, want);

@@ -6,9 +6,17 @@
 //!   q·kᵀ and attention·v when the pack's `quant.qk` / `quant.av` say `int8`. The class-token
 //!   path's layers (class-attention q, proj, fc1, fc2; the head) take one row per image: when the
 //!   pack's `quant.class_path` is `dynamic` that row is quantized at run time over its own range
-//!   (`ActQuant::of_row`, `QLinear::forward_row`), the calibrated row staying the unit of the bias.
+//!   (`ActQuant::of_row`, `QLinear::forward_rows`), the calibrated row staying the unit of the
+//!   bias. When `quant.activation_scales` is `dynamic`, every activation but the patch
+//!   embedding's input is quantized at run time, as ONNX Runtime's dynamic quantization does per
+//!   tensor, here per row: each linear layer's input rows over their own range, the fc1 and fc2
+//!   outputs through f32 rows (`crate::workspace`); each query, key and value row symmetric over
+//!   its own range, its scale kept beside it; the int8 attention weights of each head, scaled by
+//!   their values' scales (`attention::weighted_values`). The calibrated scales stay the unit of
+//!   the biases.
 //! - **int8 storage**: the keys and values of the attention (the largest activations after the
-//!   residual stream), whatever the q·kᵀ / attention·v modes.
+//!   residual stream), whatever the q·kᵀ / attention·v modes: with the calibrated scales, or each
+//!   token with its own (dynamic activation scales).
 //! - **f32**: the residual stream, LayerNorm, softmax, GELU (on a rational `erf`, see
 //!   `kernels::gelu::gelu_rational`), the talking-heads mixes and the logits.
 //!   Requantization is f32 (`(acc + bias) · (s_in · s_w[o])`, then round-half-even into int8), which
@@ -43,9 +51,12 @@ pub(crate) struct Modes {
     pub(crate) qk_int8: bool,
     /// attention·v on int8 weights and values (else f32 weights against the dequantized values).
     pub(crate) av_int8: bool,
-    /// The class-token path's input rows quantized at run time (`quant.class_path`, see
-    /// [`cait_pack::int8::is_class_path_linear`]).
+    /// The class-token path's input rows quantized at run time (`quant.class_path` `dynamic`, see
+    /// [`cait_pack::int8::is_class_path_linear`]; implied by `rows_dynamic`).
     pub(crate) class_dynamic: bool,
+    /// Every block linear layer's input rows quantized at run time (`quant.activation_scales`
+    /// `dynamic`, see [`cait_pack::int8::is_block_linear`]).
+    pub(crate) rows_dynamic: bool,
 }
 
 impl Modes {
@@ -55,19 +66,18 @@ impl Modes {
             Some("f32") => Ok(false),
             _ => Err(Error::BadMetadata { key }),
         };
-        let class_dynamic = match pack.metadata().get(names::META_CLASS_PATH) {
-            None | Some("static") => false,
-            Some("dynamic") => true,
-            Some(_) => {
-                return Err(Error::BadMetadata {
-                    key: names::META_CLASS_PATH,
-                });
-            }
+        // `static` unless the key says `dynamic`.
+        let run_time = |key: &'static str| match pack.metadata().get(key) {
+            None | Some("static") => Ok(false),
+            Some("dynamic") => Ok(true),
+            Some(_) => Err(Error::BadMetadata { key }),
         };
+        let rows_dynamic = run_time(names::META_ACTIVATION_SCALES)?;
         Ok(Modes {
             qk_int8: mode(names::META_QK)?,
             av_int8: mode(names::META_AV)?,
-            class_dynamic,
+            class_dynamic: run_time(names::META_CLASS_PATH)? || rows_dynamic,
+            rows_dynamic,
         })
     }
 }
@@ -171,17 +181,18 @@ impl<'a> QLinear<'a> {
         });
     }
 
-    /// One row `x` quantized at run time by `row`, against the layer's `acc_bias` in units of
-    /// `reference` (its calibrated input quantization): `out[o] = weight_scale[o] ·
-    /// (row.scale · (acc - row.zero_point · row_sum[o]) + reference.scale · (acc_bias[o] +
-    /// reference.zero_point · row_sum[o]))`, the integer parts saturating. A layer resolved without
-    /// row sums (see [`Int8Resolver::linear_with_row_sums`]) writes nothing. One instance of the
-    /// kernel for every call site (a slice, not a closure: the class path is < 1% of the MACs).
+    /// The rows of `x` (`rows.len()` of them), row `t` quantized at run time by `rows[t]`,
+    /// against the layer's `acc_bias` in units of `reference` (its calibrated input
+    /// quantization): `out[t·W + o] = weight_scale[o] · (rows[t].scale · (acc -
+    /// rows[t].zero_point · row_sum[o]) + reference.scale · (acc_bias[o] + reference.zero_point ·
+    /// row_sum[o]))`, the integer parts saturating. A layer resolved without row sums (see
+    /// [`Int8Resolver::linear_with_row_sums`]) writes nothing. One instance of the kernel for
+    /// every call site: the residual adds and requantizations that follow run over `out`.
     #[inline(never)]
-    pub(crate) fn forward_row(
+    pub(crate) fn forward_rows(
         &self,
         x: &[i8],
-        row: &ActQuant,
+        rows: &[ActQuant],
         reference: &ActQuant,
         out: &mut [f32],
     ) {
@@ -189,14 +200,16 @@ impl<'a> QLinear<'a> {
         if sums.len() != bias.len() {
             return;
         }
-        let x = x.get(..self.in_features).unwrap_or_default();
-        k8::linear(x, self.weight, self.in_features, &mut |_, o, acc| {
+        let (k, w) = (self.in_features, bias.len());
+        let x = x.get(..rows.len() * k).unwrap_or_default();
+        k8::linear(x, self.weight, k, &mut |t, o, acc| {
+            let (Some(row), Some(y)) = (rows.get(t), out.get_mut(t * w + o)) else {
+                return;
+            };
             let sum = sums[o];
             let acc = acc.saturating_sub(row.zero_point.saturating_mul(sum));
             let b = bias[o].saturating_add(reference.zero_point.saturating_mul(sum));
-            if let Some(y) = out.get_mut(o) {
-                *y = (acc as f32 * row.scale + b as f32 * reference.scale) * scale[o];
-            }
+            *y = (acc as f32 * row.scale + b as f32 * reference.scale) * scale[o];
         });
     }
 }
@@ -286,14 +299,14 @@ impl<'a> Int8Resolver<'_, '_, 'a> {
         Ok(QLinear { row_sum, ..layer })
     }
 
-    /// [`linear_with_row_sums`](Self::linear_with_row_sums) when `dynamic`, else
-    /// [`linear`](Self::linear).
-    pub(crate) fn class_path_linear(
+    /// [`linear_with_row_sums`](Self::linear_with_row_sums) when `run_time` (its input rows are
+    /// quantized at run time), else [`linear`](Self::linear).
+    pub(crate) fn linear_for(
         &self,
         weight: TensorId,
-        dynamic: bool,
+        run_time: bool,
     ) -> Result<QLinear<'a>, Error> {
-        if dynamic {
+        if run_time {
             self.linear_with_row_sums(weight)
         } else {
             self.linear(weight)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::vec;
 use std::vec::Vec;
 
-use cait_pack::int8::{Int8Tensor, META_AV, META_CLASS_PATH, META_QK, act};
+use cait_pack::int8::{Int8Tensor, META_ACTIVATION_SCALES, META_AV, META_CLASS_PATH, META_QK, act};
 use cait_pack::{
     BlockParam, GlobalPool, ModelConfig, Pack, PackWriter, Precision, Quant, TensorId,
 };
@@ -335,9 +335,14 @@ fn int8_engine_tracks_the_f32_engine() {
             ("f32", "f32", Some(smooth)),
         ] {
             let bytes = int8_pack(&cfg, &w, &calib, qk, av, smooth);
-            for (class_path, bytes) in [("static", &bytes), ("dynamic", &dynamic(&cfg, &bytes))] {
+            let variants = [
+                ("static", &bytes),
+                ("class path dynamic", &dynamic(&cfg, &bytes)),
+                ("activations dynamic", &rows_dynamic(&cfg, &bytes)),
+            ];
+            for (rows, bytes) in variants {
                 let got = run_pack(bytes, test);
-                let what = format!("{cfg:?} qk={qk} av={av} class path {class_path}");
+                let what = format!("{cfg:?} qk={qk} av={av} {rows}");
                 let c = cosine(&got.features, &want.features);
                 assert!(c > 0.998, "{what}: features cosine {c}");
                 let c = cosine(&got.logits, &want.logits);
@@ -371,7 +376,33 @@ fn int8_engine_tracks_the_f32_engine() {
 /// `bytes` with its class-token path quantized at run time: `quant.class_path` `dynamic` and a
 /// `row_sum` beside each class-path layer (as cait-quant writes them).
 fn dynamic(cfg: &ModelConfig, bytes: &AlignedBytes) -> AlignedBytes {
-    let meta = [(META_CLASS_PATH, "dynamic")];
+    run_time(
+        cfg,
+        bytes,
+        META_CLASS_PATH,
+        cait_pack::int8::is_class_path_linear,
+    )
+}
+
+/// `bytes` with every block linear layer's input rows quantized at run time: `quant.activation_scales`
+/// `dynamic` and a `row_sum` beside each such layer (as cait-quant writes them).
+fn rows_dynamic(cfg: &ModelConfig, bytes: &AlignedBytes) -> AlignedBytes {
+    run_time(
+        cfg,
+        bytes,
+        META_ACTIVATION_SCALES,
+        cait_pack::int8::is_block_linear,
+    )
+}
+
+/// `bytes` with metadata `key` `dynamic` and a `row_sum` beside each weight `layer` accepts.
+fn run_time(
+    cfg: &ModelConfig,
+    bytes: &AlignedBytes,
+    key: &str,
+    layer: fn(TensorId) -> bool,
+) -> AlignedBytes {
+    let meta = [(key, "dynamic")];
     rewrite_with(
         cfg,
         bytes,
@@ -382,7 +413,7 @@ fn dynamic(cfg: &ModelConfig, bytes: &AlignedBytes) -> AlignedBytes {
                 .tensors()
                 .map(|t| t.id)
                 .find(|id| id.to_string() == name)?;
-            if !cait_pack::int8::is_class_path_linear(id) {
+            if !layer(id) {
                 return None;
             }
             let k = data.len() / dims[0] as usize;
@@ -395,10 +426,11 @@ fn dynamic(cfg: &ModelConfig, bytes: &AlignedBytes) -> AlignedBytes {
     )
 }
 
-/// A class-path row: `forward_row` is the documented formula, bit for bit, with the integer
-/// parts exact, and agrees with the static forward when the row's quantization is the reference.
+/// Rows quantized at run time: `forward_rows` is the documented formula, bit for bit, with the
+/// integer parts exact, each row with its own quantization, and agrees with the static forward
+/// when the row's quantization is the reference.
 #[test]
-fn forward_row_is_the_documented_formula() {
+fn forward_rows_is_the_documented_formula() {
     let mut rng = Rng::new(77);
     for (out, k) in [(1, 1), (3, 5), (7, 33), (16, 64)] {
         let weight: Vec<i8> = (0..out * k)
@@ -419,25 +451,41 @@ fn forward_row_is_the_documented_formula() {
             row_sum: &row_sum,
             in_features: k,
         };
-        let xf: Vec<f32> = (0..k).map(|_| rng.uniform() * 3.0 - 0.5).collect();
-        let row = ActQuant::of_row(&xf);
-        let mut x = vec![0i8; k];
-        row.quantize_slice(&xf, &mut x);
-        let reference = ActQuant::new(0.02, -7.0).unwrap();
-        let mut got = vec![f32::NAN; out];
-        layer.forward_row(&x, &row, &reference, &mut got);
-        for o in 0..out {
-            let w = &weight[o * k..(o + 1) * k];
-            let acc: i32 = w
-                .iter()
-                .zip(&x)
-                .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                .sum();
-            let centred = acc - row.zero_point * row_sum[o];
-            let b = bias[o] + reference.zero_point * row_sum[o];
-            let want = (centred as f32 * row.scale + b as f32 * reference.scale) * weight_scale[o];
-            assert_eq!(got[o].to_bits(), want.to_bits(), "out {o} of {out}x{k}");
+        // Three rows of different ranges, each quantized over its own.
+        let rows_f: Vec<Vec<f32>> = [3.0, 0.25, 40.0]
+            .iter()
+            .map(|&r| (0..k).map(|_| (rng.uniform() - 0.2) * r).collect())
+            .collect();
+        let rows: Vec<ActQuant> = rows_f.iter().map(|x| ActQuant::of_row(x)).collect();
+        let mut x = vec![0i8; 3 * k];
+        for ((xf, q), out) in rows_f.iter().zip(&rows).zip(x.chunks_exact_mut(k)) {
+            q.quantize_slice(xf, out);
         }
+        let reference = ActQuant::new(0.02, -7.0).unwrap();
+        let mut got = vec![f32::NAN; 3 * out];
+        layer.forward_rows(&x, &rows, &reference, &mut got);
+        for (t, row) in rows.iter().enumerate() {
+            for o in 0..out {
+                let w = &weight[o * k..(o + 1) * k];
+                let acc: i32 = w
+                    .iter()
+                    .zip(&x[t * k..(t + 1) * k])
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                let centred = acc - row.zero_point * row_sum[o];
+                let b = bias[o] + reference.zero_point * row_sum[o];
+                let want =
+                    (centred as f32 * row.scale + b as f32 * reference.scale) * weight_scale[o];
+                let got = got[t * out + o];
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "row {t} out {o} of {out}x{k}"
+                );
+            }
+        }
+        let xf = &rows_f[0];
+        let mut got = vec![f32::NAN; out];
         // With the reference's own quantization and zero bias the two paths agree to rounding.
         let zero = vec![0; out];
         let layer = QLinear {
@@ -446,14 +494,14 @@ fn forward_row_is_the_documented_formula() {
         };
         let mut static_ = vec![0.0; out];
         let mut xr = vec![0i8; k];
-        reference.quantize_slice(&xf, &mut xr);
+        reference.quantize_slice(xf, &mut xr);
         let folded: Vec<i32> = row_sum.iter().map(|&s| -reference.zero_point * s).collect();
         let folded_layer = QLinear {
             bias: &folded,
             ..layer
         };
         folded_layer.forward(&xr, reference.scale, &mut |_, o, y| static_[o] = y);
-        layer.forward_row(&xr, &reference, &ActQuant::UNIT, &mut got);
+        layer.forward_rows(&xr, &[reference], &ActQuant::UNIT, &mut got);
         for o in 0..out {
             assert!(
                 (got[o] - static_[o]).abs() <= 1e-5 * (1.0 + static_[o].abs()),
@@ -465,8 +513,8 @@ fn forward_row_is_the_documented_formula() {
             row_sum: &[],
             ..layer
         };
-        let mut untouched = vec![f32::NAN; out];
-        bare.forward_row(&x, &row, &reference, &mut untouched);
+        let mut untouched = vec![f32::NAN; 3 * out];
+        bare.forward_rows(&x, &rows, &reference, &mut untouched);
         assert!(untouched.iter().all(|v| v.is_nan()));
     }
 }
@@ -490,7 +538,8 @@ fn both_engines_report_the_same_points() {
     let float = pack_bytes(&cfg, &w, Precision::F32, None);
     let int8 = int8_pack(&cfg, &w, &images(&cfg, 43, 2), "int8", "int8", None);
     let int8_dynamic = dynamic(&cfg, &int8);
-    let counts: Vec<Counts> = [&float, &int8, &int8_dynamic]
+    let int8_rows = rows_dynamic(&cfg, &int8);
+    let counts: Vec<Counts> = [&float, &int8, &int8_dynamic, &int8_rows]
         .iter()
         .map(|bytes| {
             let pack = Pack::parse(bytes.bytes()).unwrap();
@@ -507,13 +556,12 @@ fn both_engines_report_the_same_points() {
         })
         .collect();
     let mut a = counts[0].0.clone();
-    let mut b = counts[1].0.clone();
-    let mut c = counts[2].0.clone();
     a.sort();
-    b.sort();
-    c.sort();
-    assert_eq!(a, b);
-    assert_eq!(a, c);
+    for other in &counts[1..] {
+        let mut b = other.0.clone();
+        b.sort();
+        assert_eq!(a, b);
+    }
     // 15 patches, 16 tokens: 2 SA blocks × 9 points + 2 CA blocks × 9 + patch embed 2 + head 2.
     assert_eq!(a.len(), 2 * 9 + 2 * 9 + 2 + 2);
     let k = a
@@ -540,10 +588,10 @@ fn int8_workspace_is_exact() {
     assert_eq!(crate::try_workspace_bytes_for(bytes.bytes()), Ok(needed));
     // N = 6, T = 7, R = 7, D = 16, H = 2: tokens 4·6·16 + cls 4·16 + attention scratch
     // (keys 112 + values 112 + logits/weights 2·4·14 + int8 weights 16 + tiles 112 + 4·112 +
-    // row 4·16 + output tile 112).
+    // row 4·16 + output tile 112 + key and value scales 2·4·7 + value sums 4·16).
     assert_eq!(
         needed,
-        4 * 96 + 64 + (112 + 112 + 112 + 16 + 112 + 448 + 64 + 112)
+        4 * 96 + 64 + (112 + 112 + 112 + 16 + 112 + 448 + 64 + 112 + 56 + 64)
     );
     let image = &images(&cfg, 11, 1)[0];
     let mut ws = workspace(needed + 64);
@@ -586,13 +634,14 @@ fn cait_xxs24_224_int8_workspace() {
     };
     // tokens 4·196·192 + cls 4·192 + attention (2·192·197 int8 keys/values, 2·4·4·197 f32
     // logits/weights, ⌈4·197⌉₄ int8 weights, 8·192 int8 tile, 4·8·192 query tile, 4·192 row,
-    // 8·192 int8 output tile): 244,020 bytes, under the 256 KiB goal.
+    // 8·192 int8 output tile, 2·4·197 f32 key and value scales, 4·192 i32 value sums): 246,364
+    // bytes, under the 256 KiB goal.
     let bytes = workspace_bytes(&cfg, Precision::Int8);
     assert_eq!(
         bytes,
-        150_528 + 768 + 75_648 + 6_304 + 788 + 1_536 + 6_144 + 768 + 1_536
+        150_528 + 768 + 75_648 + 6_304 + 788 + 1_536 + 6_144 + 768 + 1_536 + 1_576 + 768
     );
-    assert_eq!(bytes, 244_020);
+    assert_eq!(bytes, 246_364);
     assert!(bytes <= 256 * 1024);
 }
 
@@ -710,6 +759,7 @@ fn int8_pack_errors_name_what_is_wrong() {
         (META_QK, ""),
         (META_AV, "int4"),
         (META_CLASS_PATH, "sometimes"),
+        (META_ACTIVATION_SCALES, "Dynamic"),
     ] {
         let bad = rewrite(&cfg, &bytes, |_, _, _| true, &[(key, value)]);
         assert_eq!(build(&bad), Some(Error::BadMetadata { key }));
@@ -721,6 +771,21 @@ fn int8_pack_errors_name_what_is_wrong() {
     let sums_name = sums.to_string();
     let gone = rewrite(&cfg, &dynamic, |n, _, _| n != sums_name, &[]);
     assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(sums)));
+    // Dynamic activations need every block layer's (a class path's are not enough).
+    let rows = rows_dynamic(&cfg, &bytes);
+    assert_eq!(build(&rows), None);
+    let sums = Int8Tensor::RowSum(TensorId::Block(1, BlockParam::Fc2Weight));
+    let sums_name = sums.to_string();
+    let gone = rewrite(&cfg, &rows, |n, _, _| n != sums_name, &[]);
+    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(sums)));
+    let class_only = rewrite(
+        &cfg,
+        &dynamic,
+        |_, _, _| true,
+        &[(META_ACTIVATION_SCALES, "dynamic")],
+    );
+    let first = Int8Tensor::RowSum(TensorId::Block(0, BlockParam::QkvWeight));
+    assert_eq!(build(&class_only), Some(Error::MissingInt8Tensor(first)));
 
     let fc1 = TensorId::Block(0, BlockParam::Fc1Weight).to_string();
     let per_tensor = rewrite(

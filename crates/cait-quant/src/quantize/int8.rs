@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use cait_core::{Point, Site, Tap};
-use cait_pack::int8::{Int8Tensor, META_AV, META_CLASS_PATH, META_QK, act};
+use cait_pack::int8::{Int8Tensor, META_ACTIVATION_SCALES, META_AV, META_CLASS_PATH, META_QK, act};
 use cait_pack::{BlockParam, ModelConfig, Precision, Quant, TensorId};
 
 use super::QuantError;
@@ -29,6 +29,7 @@ pub(crate) struct Plan<'a> {
     pub(crate) qk_int8: bool,
     pub(crate) av_int8: bool,
     pub(crate) class_path: super::ClassPath,
+    pub(crate) activation_scales: super::ActivationScales,
     /// Blocks kept in f16 (mixed precision), as `Site::Block` / `Site::TokenBlock`.
     pub(crate) f16_blocks: &'a [Site],
 }
@@ -157,7 +158,15 @@ pub(crate) fn build(
     }
     w.metadata(META_QK, if plan.qk_int8 { "int8" } else { "f32" });
     w.metadata(META_AV, if plan.av_int8 { "int8" } else { "f32" });
-    w.metadata(META_CLASS_PATH, plan.class_path.as_str());
+    let dynamic = plan.activation_scales == super::ActivationScales::Dynamic;
+    // Dynamic activation scales quantize the class path at run time too.
+    let class_path = if dynamic {
+        super::ClassPath::Dynamic
+    } else {
+        plan.class_path
+    };
+    w.metadata(META_CLASS_PATH, class_path.as_str());
+    w.metadata(META_ACTIVATION_SCALES, plan.activation_scales.as_str());
     let mut energies = Vec::new();
     let smooth_of = |tap: Tap| plan.smooth.get(&tap);
     let act_of = |tap: Tap| -> Result<ActParams, QuantError> {
@@ -267,9 +276,9 @@ pub(crate) fn build(
                     Quant::None,
                 )
                 .map_err(pack)?;
-                if plan.class_path == super::ClassPath::Dynamic
-                    && cait_pack::int8::is_class_path_linear(id)
-                {
+                let class_path = class_path == super::ClassPath::Dynamic
+                    && cait_pack::int8::is_class_path_linear(id);
+                if class_path || (dynamic && cait_pack::int8::is_block_linear(id)) {
                     let sums: Vec<i32> = q
                         .chunks_exact(k)
                         .map(|row| row.iter().map(|&v| i32::from(v)).sum())

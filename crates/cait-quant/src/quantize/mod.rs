@@ -12,7 +12,9 @@
 //!    smoothing), the int8 pack is built and the **int8 engine** runs on the **select** images:
 //!    the best end-to-end logit SQNR against the float logits is kept (the measured choice is
 //!    recorded in the pack);
-//! 4. likewise for q·kᵀ and attention·v in int8 or f32;
+//! 4. likewise for q·kᵀ and attention·v in int8 or f32, with the calibrated activation scales and
+//!    with every row quantized at run time ([`ActivationScales`]), and then for the scales: the
+//!    better measured is kept;
 //! 5. with a [`Budget`], blocks are kept in f16 until the select images meet it (see [`mixed`]);
 //! 6. the chosen pack runs on the **report** images: its logit SQNR and top-1 agreement there go
 //!    into the summary and the pack's metadata; optionally the per-layer report measures both
@@ -147,6 +149,29 @@ impl ClassPath {
     }
 }
 
+/// How the input rows of the linear layers (all but the patch embedding) are quantized
+/// (`quant.activation_scales`, see [`cait_pack::int8::is_block_linear`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActivationScales {
+    /// The calibrated per-tensor scale and zero point of each activation.
+    Static,
+    /// Each row at run time, over its own range, as ONNX Runtime's dynamic quantization does per
+    /// tensor: a pass over the row before each layer, f32 copies of the MLP's rows, and each
+    /// query, key and value row with its own symmetric scale (the int8 attention weights per
+    /// head). Implies a dynamic [`ClassPath`].
+    Dynamic,
+}
+
+impl ActivationScales {
+    /// The metadata value: `static` or `dynamic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationScales::Static => "static",
+            ActivationScales::Dynamic => "dynamic",
+        }
+    }
+}
+
 /// Metadata keys of the held-out figures as plain numbers (`cait inspect --json` reads them back):
 /// logit SQNR in dB, top-1 agreement as a fraction, and the number of report images they rest on.
 pub const META_HELD_OUT_SQNR_DB: &str = "quant.held_out.logit_sqnr_db";
@@ -183,8 +208,11 @@ pub struct Int8Options {
     pub calib_source: String,
     /// Keep blocks in f16 until this holds on the selection images (see [`mixed`]).
     pub budget: Option<Budget>,
-    /// The class-token path's quantization.
+    /// The class-token path's quantization (with dynamic activation scales, dynamic whatever
+    /// this says).
     pub class_path: ClassPath,
+    /// Static or dynamic activation scales.
+    pub activation_scales: Option<ActivationScales>,
 }
 
 impl Default for Int8Options {
@@ -201,6 +229,7 @@ impl Default for Int8Options {
             calib_source: String::new(),
             budget: None,
             class_path: ClassPath::default(),
+            activation_scales: None,
         }
     }
 }
@@ -845,8 +874,8 @@ pub fn quantize_int8(
     progress.end();
     let measure_mix = |acts: &HashMap<Tap, ActParams>,
                        smooth: &HashMap<Tap, Smooth>,
-                       qk: AttnMode,
-                       av: AttnMode,
+                       (qk, av): (AttnMode, AttnMode),
+                       scales: ActivationScales,
                        f16_blocks: &[Site]|
      -> Result<mixed::Measured, QuantError> {
         let plan = Plan {
@@ -855,6 +884,7 @@ pub fn quantize_int8(
             qk_int8: qk == AttnMode::Int8,
             av_int8: av == AttnMode::Int8,
             class_path: opts.class_path,
+            activation_scales: scales,
             f16_blocks,
         };
         let (bytes, _) = int8::build(ckpt, &plan, &[])?;
@@ -864,22 +894,24 @@ pub fn quantize_int8(
     };
     let evaluate = |acts: &HashMap<Tap, ActParams>,
                     smooth: &HashMap<Tap, Smooth>,
-                    qk: AttnMode,
-                    av: AttnMode|
+                    attention: (AttnMode, AttnMode),
+                    scales: ActivationScales|
      -> Result<(f64, f64), QuantError> {
-        let m = measure_mix(acts, smooth, qk, av, &[])?;
+        let m = measure_mix(acts, smooth, attention, scales, &[])?;
         Ok((m.sqnr_db, m.agreement))
     };
 
-    // Choices, one at a time (attention int8 unless given): the smoothing with MSE ranges (or
-    // the given method), then the method with that smoothing, then the attention modes:
-    // methods + smoothings − 1 passes over the selection images instead of methods × smoothings.
+    // Choices, one at a time (attention int8, activation scales static unless given): the
+    // smoothing with MSE ranges (or the given method), then the method with that smoothing, then
+    // the attention modes for each kind of activation scales: methods + smoothings − 1 passes
+    // over the selection images instead of methods × smoothings.
     let methods: Vec<CalibMethod> = match opts.method {
         Some(m) => vec![m],
         None => CalibMethod::ALL.to_vec(),
     };
     let qk0 = opts.qk.unwrap_or(AttnMode::Int8);
     let av0 = opts.av.unwrap_or(AttnMode::Int8);
+    let scales0 = opts.activation_scales.unwrap_or(ActivationScales::Static);
     let mut choices = Vec::new();
     let first = methods
         .iter()
@@ -892,7 +924,7 @@ pub fn quantize_int8(
         progress.begin("choose calibration", (passes * select) as u64);
         let mut best_sqnr = f64::NEG_INFINITY;
         for (k, smooth) in smooth_maps.iter().enumerate() {
-            let (sqnr, agree) = evaluate(&params(best_method, k), smooth, qk0, av0)?;
+            let (sqnr, agree) = evaluate(&params(best_method, k), smooth, (qk0, av0), scales0)?;
             measured.push((best_method, k, sqnr, agree));
             if sqnr > best_sqnr {
                 (best_smooth, best_sqnr) = (k, sqnr);
@@ -903,7 +935,7 @@ pub fn quantize_int8(
                 continue;
             }
             let smooth = &smooth_maps[best_smooth];
-            let (sqnr, agree) = evaluate(&params(m, best_smooth), smooth, qk0, av0)?;
+            let (sqnr, agree) = evaluate(&params(m, best_smooth), smooth, (qk0, av0), scales0)?;
             measured.push((m, best_smooth, sqnr, agree));
             if sqnr > best_sqnr {
                 (best_method, best_sqnr) = (m, sqnr);
@@ -960,61 +992,78 @@ pub fn quantize_int8(
     let acts = params(best_method, best_smooth);
     let smooth = &smooth_maps[best_smooth];
 
-    // Attention modes.
-    let (mut qk, mut av) = (qk0, av0);
-    let mut attn_candidates = Vec::new();
-    if opts.qk.is_none() || opts.av.is_none() {
-        let qks: &[AttnMode] = if opts.qk.is_none() {
-            &[AttnMode::Int8, AttnMode::F32]
-        } else {
-            &[qk0]
-        };
-        let avs: &[AttnMode] = if opts.av.is_none() {
-            &[AttnMode::Int8, AttnMode::F32]
-        } else {
-            &[av0]
-        };
-        progress.begin("choose attention", (qks.len() * avs.len() * select) as u64);
+    // Attention modes, for each kind of activation scales; then the scales.
+    let all_scales: Vec<ActivationScales> = match opts.activation_scales {
+        Some(a) => vec![a],
+        None => vec![ActivationScales::Static, ActivationScales::Dynamic],
+    };
+    let qks: &[AttnMode] = match opts.qk {
+        None => &[AttnMode::Int8, AttnMode::F32],
+        Some(_) => &[qk0],
+    };
+    let avs: &[AttnMode] = match opts.av {
+        None => &[AttnMode::Int8, AttnMode::F32],
+        Some(_) => &[av0],
+    };
+    // Measured at the calibration choice: (int8, int8) or the given modes, the first scales.
+    let first_measured = measured
+        .iter()
+        .find(|(m, k, _, _)| *m == best_method && *k == best_smooth)
+        .map(|&(_, _, s, g)| (s, g));
+    let mut per_scales = Vec::new();
+    let passes = all_scales.len() * qks.len() * avs.len();
+    if passes > 1 {
+        progress.begin("choose attention and scales", (passes * select) as u64);
+    }
+    for &scales in &all_scales {
         let mut results = Vec::new();
         for &q in qks {
             for &a in avs {
-                // (int8, int8) was measured above when method and smoothing were chosen.
-                let r = match measured
-                    .iter()
-                    .find(|(m, k, _, _)| *m == best_method && *k == best_smooth)
-                {
-                    Some(&(_, _, s, g)) if (q, a) == (qk0, av0) => (s, g),
-                    _ => evaluate(&acts, smooth, q, a)?,
+                let r = match first_measured {
+                    Some(r) if (q, a, scales) == (qk0, av0, scales0) => r,
+                    _ if passes == 1 => (f64::NAN, f64::NAN),
+                    _ => evaluate(&acts, smooth, (q, a), scales)?,
                 };
                 results.push(((q, a), r));
             }
         }
-        progress.end();
-        let int8 = results
-            .iter()
-            .find(|(m, _)| *m == (qk0, av0))
-            .map(|r| r.1.0)
-            .unwrap_or(f64::NEG_INFINITY);
         // Most int8 first; f32 only where it wins by the margin.
-        let mut best = ((qk0, av0), int8);
-        for &((q, a), (s, _)) in &results {
-            let f32s = (q == AttnMode::F32) as usize + (a == AttnMode::F32) as usize;
-            let best_f32s =
-                (best.0.0 == AttnMode::F32) as usize + (best.0.1 == AttnMode::F32) as usize;
-            if s > best.1 + ATTENTION_F32_MARGIN_DB * (f32s.saturating_sub(best_f32s)) as f64 {
-                best = ((q, a), s);
+        let f32s = |(q, a): (AttnMode, AttnMode)| {
+            (q == AttnMode::F32) as usize + (a == AttnMode::F32) as usize
+        };
+        let mut best = results[0];
+        for &(modes, r) in &results[1..] {
+            let extra = f32s(modes).saturating_sub(f32s(best.0)) as f64;
+            if r.0 > best.1.0 + ATTENTION_F32_MARGIN_DB * extra {
+                best = (modes, r);
             }
         }
-        (qk, av) = best.0;
-        attn_candidates = results
+        per_scales.push((scales, best, results));
+    }
+    if passes > 1 {
+        progress.end();
+    }
+    // Dynamic scales only where they measure better than static.
+    let mut chosen = 0;
+    for (i, (_, best, _)) in per_scales.iter().enumerate().skip(1) {
+        if best.1.0 > per_scales[chosen].1.1.0 {
+            chosen = i;
+        }
+    }
+    let (scales, ((qk, av), _), attn_results) = &per_scales[chosen];
+    let (scales, qk, av) = (*scales, *qk, *av);
+    let attn_candidates = if qks.len() * avs.len() > 1 {
+        attn_results
             .iter()
             .map(|&((q, a), (s, g))| Candidate {
                 value: format!("qk={} av={}", q.as_str(), a.as_str()),
                 logit_sqnr_db: s,
                 top1_agreement: g,
             })
-            .collect();
-    }
+            .collect()
+    } else {
+        Vec::new()
+    };
     choices.push(Choice {
         name: "attention".into(),
         chosen: format!("qk={} av={}", qk.as_str(), av.as_str()),
@@ -1023,8 +1072,35 @@ pub fn quantize_int8(
             "given".into()
         } else {
             format!(
-                "int8 unless f32 gains > {ATTENTION_F32_MARGIN_DB} dB of logit SQNR ({selection})"
+                "int8 unless f32 gains > {ATTENTION_F32_MARGIN_DB} dB of logit SQNR, with {} activation scales ({selection})",
+                scales.as_str()
             )
+        },
+    });
+    choices.push(Choice {
+        name: "activation_scales".into(),
+        chosen: scales.as_str().into(),
+        candidates: if per_scales.len() > 1 {
+            per_scales
+                .iter()
+                .map(|&(s, (modes, (db, agree)), _)| Candidate {
+                    value: format!(
+                        "{} (qk={} av={})",
+                        s.as_str(),
+                        modes.0.as_str(),
+                        modes.1.as_str()
+                    ),
+                    logit_sqnr_db: db,
+                    top1_agreement: agree,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        reason: if opts.activation_scales.is_some() {
+            "given".into()
+        } else {
+            format!("dynamic where it measures a higher logit SQNR than static ({selection})")
         },
     });
 
@@ -1036,9 +1112,9 @@ pub fn quantize_int8(
             .chain((0..cfg.depth_token_only).map(Site::TokenBlock))
             .collect();
         progress.begin("mixed precision", ((2 * blocks.len() + 1) * select) as u64);
-        let base = measure_mix(&acts, smooth, qk, av, &[])?;
+        let base = measure_mix(&acts, smooth, (qk, av), scales, &[])?;
         let chosen = mixed::choose(&blocks, base, budget, |kept| {
-            measure_mix(&acts, smooth, qk, av, kept)
+            measure_mix(&acts, smooth, (qk, av), scales, kept)
         })?;
         progress.end();
         if let Budget::MaxDrop(points) = budget {
@@ -1060,6 +1136,7 @@ pub fn quantize_int8(
         qk_int8: qk == AttnMode::Int8,
         av_int8: av == AttnMode::Int8,
         class_path: opts.class_path,
+        activation_scales: scales,
         f16_blocks: &f16_blocks,
     };
     // One pass of both engines over the report images: the logits always, every activation too
@@ -1133,7 +1210,11 @@ pub fn quantize_int8(
         ("quant.weights".into(), "int8 symmetric per output channel (max-abs scale), int32 bias".into()),
         (
             "quant.activations".into(),
-            "int8 static per tensor: zero point for linear-layer inputs, symmetric for q, k, v and attention weights".into(),
+            match scales {
+                ActivationScales::Static => "int8 static per tensor: zero point for linear-layer inputs, symmetric for q, k, v and attention weights",
+                ActivationScales::Dynamic => "int8 per row at run time: zero point over the row's range for linear-layer inputs (the patch embedding's static per tensor), symmetric for q, k and v, per head with a zero point for attention weights",
+            }
+            .into(),
         ),
         ("quant.layer_scale".into(), "folded into attn.proj and mlp.fc2".into()),
         ("quant.f32".into(), "residual stream, LayerNorm, softmax, GELU, talking-heads mixes, logits".into()),

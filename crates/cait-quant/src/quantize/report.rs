@@ -250,11 +250,11 @@ impl Report {
             let _ = writeln!(s, "  warning: {w}");
         }
         for c in &self.choices {
-            let _ = writeln!(s, "  {:<12} {:<24} {}", c.name, c.chosen, c.reason);
+            let _ = writeln!(s, "  {:<17} {:<27} {}", c.name, c.chosen, c.reason);
             for k in &c.candidates {
                 let _ = writeln!(
                     s,
-                    "  {:<12}   {:<22} logit SQNR {:>6} dB, top-1 agreement {:.1}%",
+                    "  {:<17}   {:<25} logit SQNR {:>6} dB, top-1 agreement {:.1}%",
                     "",
                     k.value,
                     db_text(k.logit_sqnr_db),
@@ -270,7 +270,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "  {:<12} {:<24} {} (all-int8 {:.2} → {:.2} on {} selection images; {:.2} on {} held-out: {})",
+                "  {:<17} {:<27} {} (all-int8 {:.2} → {:.2} on {} selection images; {:.2} on {} held-out: {})",
                 "mixed",
                 kept,
                 m.budget,
@@ -284,7 +284,7 @@ impl Report {
             for (b, v) in &m.sensitivity {
                 let _ = writeln!(
                     s,
-                    "  {:<12}   {:<22} logit SQNR {:>6} dB with only it in f16",
+                    "  {:<17}   {:<25} logit SQNR {:>6} dB with only it in f16",
                     "",
                     b,
                     db_text(*v)
@@ -292,7 +292,7 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "  {:<12}   the f16 blocks add {} bytes to the pack",
+                "  {:<17}   the f16 blocks add {} bytes to the pack",
                 "", m.added_bytes
             );
         }

@@ -227,6 +227,24 @@ impl ActQuant {
         ActQuant::new(scale, zero_point).unwrap_or(ActQuant::UNIT)
     }
 
+    /// The symmetric quantization a row of keys, values, queries or attention weights gets at run
+    /// time (`quant.activation_scales` `dynamic`): zero point 0, scale `max |x| / 127` over the
+    /// finite values, so the largest maps to ±127. A row of zeros, or one whose maximum overflows
+    /// the scale, gets [`UNIT`](Self::UNIT).
+    pub(crate) fn symmetric_of_row(x: &[f32]) -> ActQuant {
+        let mut max = 0.0f32;
+        for &v in x {
+            // Plain comparisons (see `clamp`); NaN passes neither.
+            if v > max {
+                max = v;
+            }
+            if -v > max {
+                max = -v;
+            }
+        }
+        ActQuant::new(max / 127.0, 0.0).unwrap_or(ActQuant::UNIT)
+    }
+
     /// [`quantize`](Self::quantize) every element.
     #[inline]
     pub(crate) fn quantize_slice(&self, x: &[f32], out: &mut [i8]) {
@@ -311,6 +329,14 @@ mod tests {
         assert_eq!(q.quantize(f32::NEG_INFINITY), -128);
         assert_eq!(q.quantize(f32::NAN), -128);
         assert!(ActQuant::new(0.0, 0.0).is_none());
+        // Symmetric over the largest magnitude; zeros and infinities get the unit quantization.
+        let q = ActQuant::symmetric_of_row(&[0.5, -2.54, f32::NAN, 1.0]);
+        assert_eq!((q.scale, q.zero_point), (2.54 / 127.0, 0));
+        assert_eq!(q.quantize(-2.54), -127);
+        assert_eq!(q.quantize(0.5), 25);
+        assert_eq!(ActQuant::symmetric_of_row(&[0.0, -0.0]), ActQuant::UNIT);
+        assert_eq!(ActQuant::symmetric_of_row(&[f32::INFINITY]), ActQuant::UNIT);
+        assert_eq!(ActQuant::symmetric_of_row(&[]), ActQuant::UNIT);
         assert!(ActQuant::new(f32::NAN, 0.0).is_none());
         assert!(ActQuant::new(1e-45, 0.0).is_none()); // reciprocal overflows
         assert!(ActQuant::new(1.0, 128.0).is_none());

@@ -228,14 +228,22 @@ fn automatic_choices_are_measured_and_recorded() {
     let q = quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
     let r = &q.report;
     let names: Vec<&str> = r.choices.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["calibration", "smoothing", "attention"]);
+    assert_eq!(
+        names,
+        ["calibration", "smoothing", "attention", "activation_scales"]
+    );
     for c in &r.choices {
         let best = c
             .candidates
             .iter()
             .map(|k| k.logit_sqnr_db)
             .fold(f64::NEG_INFINITY, f64::max);
-        let chosen = c.candidates.iter().find(|k| k.value == c.chosen).unwrap();
+        // An activation-scales candidate names the attention modes measured with it.
+        let chosen = c
+            .candidates
+            .iter()
+            .find(|k| k.value == c.chosen || k.value.starts_with(&format!("{} (", c.chosen)))
+            .unwrap();
         if c.name == "attention" {
             // int8 unless f32 wins by the margin.
             assert!(chosen.logit_sqnr_db + 2.0 * ATTENTION_F32_MARGIN_DB >= best);
@@ -246,6 +254,7 @@ fn automatic_choices_are_measured_and_recorded() {
     assert_eq!(r.choices[0].candidates.len(), 3);
     assert_eq!(r.choices[1].candidates.len(), 3);
     assert_eq!(r.choices[2].candidates.len(), 4);
+    assert_eq!(r.choices[3].candidates.len(), 2);
     assert_ne!(
         r.choices[1].chosen, "off",
         "outlier channels need smoothing"
@@ -267,10 +276,15 @@ fn automatic_choices_are_measured_and_recorded() {
         meta.get(META_AV).unwrap()
     );
     assert_eq!(attention, r.choices[2].chosen);
+    assert_eq!(
+        meta.get(cait_pack::int8::META_ACTIVATION_SCALES),
+        Some(r.choices[3].chosen.as_str())
+    );
     for key in [
         "quant.measured.calibration",
         "quant.measured.smoothing",
         "quant.measured.attention",
+        "quant.measured.activation_scales",
     ] {
         assert!(meta.get(key).is_some_and(|v| v.contains("dB")), "{key}");
     }

@@ -277,16 +277,21 @@ mod tests {
             let mut logits = vec![0.0; heads * n];
             scores(Query::I8(&q8, 0.02), &kv, &mut logits);
             let qf: Vec<f32> = q8.iter().map(|&v| v as f32 * 0.01).collect();
+            // Head h's query against key m: the exact int8 sum and the sequential f32 one.
+            let score = |h: usize, m: usize| {
+                let mut acc = 0i32;
+                let mut f = 0.0f32;
+                for e in h * head_dim..(h + 1) * head_dim {
+                    acc += q8[e] as i32 * keys[m * d + e] as i32;
+                    f += qf[e] * keys[m * d + e] as f32;
+                }
+                (acc, f)
+            };
             let mut logits_f = vec![0.0; heads * n];
             scores(Query::F32(&qf), &kv, &mut logits_f);
             for h in 0..heads {
                 for m in 0..n {
-                    let mut acc = 0i32;
-                    let mut f = 0.0f32;
-                    for e in h * head_dim..(h + 1) * head_dim {
-                        acc += q8[e] as i32 * keys[m * d + e] as i32;
-                        f += qf[e] * keys[m * d + e] as f32;
-                    }
+                    let (acc, f) = score(h, m);
                     proptest::prop_assert_eq!(logits[h * n + m].to_bits(), (acc as f32 * (0.02f32 * 0.03)).to_bits());
                     proptest::prop_assert_eq!(logits_f[h * n + m].to_bits(), (f * 0.03).to_bits());
                 }
@@ -322,12 +327,7 @@ mod tests {
             scores(Query::F32(&qf), &kt, &mut logits_f);
             for h in 0..heads {
                 for m in 0..n {
-                    let mut acc = 0i32;
-                    let mut f = 0.0f32;
-                    for e in h * head_dim..(h + 1) * head_dim {
-                        acc += q8[e] as i32 * keys[m * d + e] as i32;
-                        f += qf[e] * keys[m * d + e] as f32;
-                    }
+                    let (acc, f) = score(h, m);
                     proptest::prop_assert_eq!(logits[h * n + m].to_bits(), (acc as f32 * (0.02 * ks[m])).to_bits());
                     proptest::prop_assert_eq!(logits_f[h * n + m].to_bits(), (f * ks[m]).to_bits());
                 }

@@ -18,7 +18,7 @@ use crate::kernels::int8::ActQuant;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::model::block;
 use crate::probe::{MaybeProbe, Point, Site};
-use crate::workspace::{self, ATTENTION_ROWS, take};
+use crate::workspace::{self, ATTENTION_ROWS, rows_that_fit, take};
 
 /// Stem and head: everything outside the blocks.
 #[derive(Clone, Copy)]
@@ -672,10 +672,9 @@ impl Mlp<'_> {
     ) {
         let wide = d.max(hidden);
         let rows = x.len() / d.max(1);
-        // Per row: int8 `d` and `hidden`, f32 `wide`; one f32 norm2 row besides.
-        let spare = scratch.len().saturating_sub(4 * d + 12);
-        let per_pass =
-            (spare / (d + hidden + 4 * wide).max(1)).clamp(1, ATTENTION_ROWS.min(rows.max(1)));
+        // Per row: int8 `d` and `hidden`, f32 `wide` (in bytes); one f32 norm2 row besides.
+        let bytes = scratch.len().saturating_sub(4 * d);
+        let per_pass = rows_that_fit::<u8>(bytes, &[d, hidden, 4 * wide], ATTENTION_ROWS.min(rows));
         let (normed, rest) = take::<i8>(scratch, per_pass * d);
         let (hid, rest) = take::<i8>(rest, per_pass * hidden);
         let (row, rest) = take::<f32>(rest, d);

@@ -727,13 +727,15 @@ fn int8_pack_errors_name_what_is_wrong() {
         index: 1,
     };
     let name = act0.to_string();
-    let gone = rewrite(&cfg, &bytes, |n, _, _| n != name, &[]);
-    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(act0)));
-
+    // `bytes` without tensor `t` is refused, naming it.
+    let refused_without = |bytes: &AlignedBytes, t: Int8Tensor| {
+        let name = t.to_string();
+        let gone = rewrite(&cfg, bytes, |n, _, _| n != name, &[]);
+        assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(t)));
+    };
+    refused_without(&bytes, act0);
     let bias = Int8Tensor::AccBias(TensorId::TokenBlock(0, BlockParam::Fc2Weight));
-    let bias_name = bias.to_string();
-    let gone = rewrite(&cfg, &bytes, |n, _, _| n != bias_name, &[]);
-    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(bias)));
+    refused_without(&bytes, bias);
 
     // Row 6 (norm2) of block 1: scale 0.
     let zero = rewrite(
@@ -767,17 +769,12 @@ fn int8_pack_errors_name_what_is_wrong() {
     // A dynamic class path needs each class-path layer's row sums.
     let dynamic = dynamic(&cfg, &bytes);
     assert_eq!(build(&dynamic), None);
-    let sums = Int8Tensor::RowSum(TensorId::HeadWeight);
-    let sums_name = sums.to_string();
-    let gone = rewrite(&cfg, &dynamic, |n, _, _| n != sums_name, &[]);
-    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(sums)));
+    refused_without(&dynamic, Int8Tensor::RowSum(TensorId::HeadWeight));
     // Dynamic activations need every block layer's (a class path's are not enough).
     let rows = rows_dynamic(&cfg, &bytes);
     assert_eq!(build(&rows), None);
     let sums = Int8Tensor::RowSum(TensorId::Block(1, BlockParam::Fc2Weight));
-    let sums_name = sums.to_string();
-    let gone = rewrite(&cfg, &rows, |n, _, _| n != sums_name, &[]);
-    assert_eq!(build(&gone), Some(Error::MissingInt8Tensor(sums)));
+    refused_without(&rows, sums);
     let class_only = rewrite(
         &cfg,
         &dynamic,

@@ -153,6 +153,22 @@ pub(crate) fn round_even(v: f32) -> f32 {
     (v + ROUND_MAGIC) - ROUND_MAGIC
 }
 
+/// `(min(0, min x), max(0, max x))` over the values of `x` that are not NaN: the range a row
+/// quantized at run time covers.
+fn range_with_zero(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = (0.0f32, 0.0f32);
+    for &v in x {
+        // Plain comparisons (see `clamp`); NaN passes neither.
+        if v < lo {
+            lo = v;
+        }
+        if v > hi {
+            hi = v;
+        }
+    }
+    (lo, hi)
+}
+
 /// The static quantization of one activation tensor: `real = scale · (q - zero_point)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct ActQuant {
@@ -207,16 +223,7 @@ impl ActQuant {
     /// values in 255 steps, zero point mapping the low end to −128, so zero is exact. A row with
     /// no range (all zeros), or one whose range overflows, gets [`UNIT`](Self::UNIT).
     pub(crate) fn of_row(x: &[f32]) -> ActQuant {
-        let (mut lo, mut hi) = (0.0f32, 0.0f32);
-        for &v in x {
-            // Plain comparisons (see `clamp`); NaN passes neither.
-            if v < lo {
-                lo = v;
-            }
-            if v > hi {
-                hi = v;
-            }
-        }
+        let (lo, hi) = range_with_zero(x);
         let scale = (hi - lo) / 255.0;
         if scale <= 0.0 {
             return ActQuant::UNIT;
@@ -232,16 +239,8 @@ impl ActQuant {
     /// finite values, so the largest maps to ±127. A row of zeros, or one whose maximum overflows
     /// the scale, gets [`UNIT`](Self::UNIT).
     pub(crate) fn symmetric_of_row(x: &[f32]) -> ActQuant {
-        let mut max = 0.0f32;
-        for &v in x {
-            // Plain comparisons (see `clamp`); NaN passes neither.
-            if v > max {
-                max = v;
-            }
-            if -v > max {
-                max = -v;
-            }
-        }
+        let (lo, hi) = range_with_zero(x);
+        let max = if -lo > hi { -lo } else { hi };
         ActQuant::new(max / 127.0, 0.0).unwrap_or(ActQuant::UNIT)
     }
 

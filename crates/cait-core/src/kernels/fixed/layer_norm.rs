@@ -77,9 +77,10 @@ pub fn layer_norm(x: &[i32], eps: u64, affine: Affine<'_>, out: &mut [i8]) {
         s2 += (v as i64 * v as i64) as u128;
     }
     let dd = d as u128;
-    // Exact: D·S2 ≥ S1² (Cauchy-Schwarz), both below 2^96.
+    // Exact: D·S2 ≥ S1² (Cauchy-Schwarz), both below 2^96. The radicand is kept in eps's units
+    // (2^-16), so eps adds exactly however small it is: below 2^112 + 2^94.
     let var = dd * s2 - (s1.unsigned_abs() as u128).pow(2);
-    let radicand = var.saturating_add((dd * dd).saturating_mul(eps as u128) >> NORM_FRAC_BITS);
+    let radicand = (var << NORM_FRAC_BITS) + dd * dd * eps as u128;
     // Scale the radicand by an even power of two into [2^44, 2^46): a 23-bit root.
     let bits = 128 - radicand.leading_zeros() as i32;
     let shift = (bits - 45) & !1; // even, and bits - shift is 45 or 46
@@ -89,8 +90,9 @@ pub fn layer_norm(x: &[i32], eps: u64, affine: Affine<'_>, out: &mut [i8]) {
         (radicand << -shift) as u64
     };
     let root = isqrt(scaled) as u64;
-    // The numerators shift by half as much: (D·x - S1) / √radicand = num' / root.
-    let half = shift / 2;
+    // The numerators shift by half as much, less the radicand's 2^16:
+    // (D·x - S1) / √(radicand / 2^16) = num' / root.
+    let half = shift / 2 - NORM_FRAC_BITS as i32 / 2;
     // root ∈ [2^22, 2^23) (or 0 when every x is equal and eps is 0: the normalized row is 0).
     let recip = (1u64 << 53).checked_div(root).unwrap_or(0);
     const Q: u32 = 53 - NORM_FRAC_BITS;

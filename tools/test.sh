@@ -24,10 +24,10 @@ if ((${#APT_PACKAGES[@]})); then
 fi
 
 # The toolchain and its targets (thumbv7em, aarch64 Linux, the FPU-less thumbv7m/thumbv6m and
-# RV32IMC) come from rust-toolchain.toml.
+# RV32IMC, the Cortex-M55's thumbv8m.main) come from rust-toolchain.toml.
 rustup show active-toolchain >/dev/null
 rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu thumbv7m-none-eabi \
-  thumbv6m-none-eabi riscv32imc-unknown-none-elf >/dev/null
+  thumbv6m-none-eabi riscv32imc-unknown-none-elf thumbv8m.main-none-eabihf >/dev/null
 
 echo "== no_std crates build for Cortex-M (thumbv7em-none-eabihf)"
 cargo build -q -p cait-pack -p cait-core --target thumbv7em-none-eabihf
@@ -58,4 +58,6 @@ echo "== doc tests and lints"
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo fmt --all -- --check
 (cd firmware && cargo clippy -q --release --bins -- -D warnings && cargo fmt -- --check)
+(cd firmware && cargo clippy -q --release --bins --target thumbv8m.main-none-eabihf \
+  --no-default-features --features mps3-an547,int8 -- -D warnings)
 echo "tools/test.sh: all passed"

@@ -1,4 +1,5 @@
-//! Arm MPS2 (QEMU `mps2-an385` / `mps2-an386` / `mps2-an500`): the FPGAIO user LEDs as `OutputPin`s, SysTick as a
+//! Arm MPS2 (QEMU `mps2-an385` / `mps2-an386` / `mps2-an500`) and MPS3 (`mps3-an547`, whose FPGA
+//! image keeps the MPS2 peripherals at other addresses): the FPGAIO user LEDs as `OutputPin`s, SysTick as a
 //! wrap-counting [`Clock`] and a busy-wait `DelayNs`, semihosting exit, HardFault and panic handlers
 //! that exit QEMU with failure.
 
@@ -24,12 +25,23 @@ pub const CPU: &str = "cortex-m4";
 /// The CPU this firmware was built for.
 #[cfg(mps2_an500)]
 pub const CPU: &str = "cortex-m7";
+/// The CPU this firmware was built for.
+#[cfg(mps3_an547)]
+pub const CPU: &str = "cortex-m55";
 
 /// The FPGA system clock that drives SysTick (`SYSCLK_FRQ` in QEMU's `hw/arm/mps2.c`).
+#[cfg(not(mps3_an547))]
 pub const SYSCLK_HZ: u32 = 25_000_000;
+/// The system clock that drives SysTick (AN547's `sysclk_frq` in QEMU's `hw/arm/mps2-tz.c`).
+#[cfg(mps3_an547)]
+pub const SYSCLK_HZ: u32 = 32_000_000;
 
 /// FPGAIO `LED0` register: bit `i` drives user LED `i` (two LEDs).
+#[cfg(not(mps3_an547))]
 const FPGAIO_LED0: *mut u32 = 0x4002_8000 as *mut u32;
+/// FPGAIO `LED0` register, at its Secure alias (the core runs Secure).
+#[cfg(mps3_an547)]
+const FPGAIO_LED0: *mut u32 = 0x5930_2000 as *mut u32;
 
 /// User LED `0` or `1` of the FPGAIO block.
 pub struct Led {

@@ -22,6 +22,10 @@ pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
 /// The target triple of mps2-an385 (Cortex-M3: no FPU, no DSP extension).
 pub const FPU_LESS_TARGET: &str = "thumbv7m-none-eabi";
 
+/// The target triple of mps3-an547 (Cortex-M55: Armv8.1-M with Helium/MVE; firmware/.cargo/config.toml
+/// adds `-C target-cpu=cortex-m55`).
+pub const HELIUM_TARGET: &str = "thumbv8m.main-none-eabihf";
+
 /// The symlink, in the temp dir, through which cargo sees the checkout.
 pub const STABLE_ROOT: &str = "cait-edge-firmware-checkout";
 

@@ -16,7 +16,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use cait_pack::{ModelConfig, Pack, PackError};
 use serde_json::json;
 
-use crate::firmware_build::{FIRMWARE_TARGET, FPU_LESS_TARGET, firmware_cargo, firmware_elf};
+use crate::firmware_build::{
+    FIRMWARE_TARGET, FPU_LESS_TARGET, HELIUM_TARGET, firmware_cargo, firmware_elf,
+};
 use crate::output::group;
 
 /// Arguments of `cait qemu`.
@@ -38,12 +40,14 @@ pub struct Args {
     /// "flash_bytes": n, ...}.
     #[arg(long)]
     json: bool,
-    /// Link the pack into the board's 16 MiB PSRAM even when it fits in the 4 MiB code memory.
+    /// Link the pack into the board's 16 MiB PSRAM (DDR on mps3-an547) even when it fits in the
+    /// code memory (4 MiB on MPS2, 512 KiB of ITCM on mps3-an547).
     #[arg(long)]
     psram: bool,
     /// Build the int8 kernels without the DSP extension (SXTB16/SMLAD): the portable kernel, for
     /// before/after comparisons. Results are bit-identical either way. (mps2-an385's Cortex-M3 has
-    /// no DSP extension: always the portable kernel there.)
+    /// no DSP extension, and mps3-an547's Cortex-M55 vectorizes the portable kernel with Helium:
+    /// always the portable kernel there.)
     #[arg(long)]
     no_dsp: bool,
     /// Seconds the firmware may run in QEMU before it is stopped.
@@ -69,6 +73,10 @@ pub enum Machine {
     /// Arm MPS2 AN385: Cortex-M3 (no FPU: f32 in soft-float; no DSP extension), AN386's map.
     #[value(name = "mps2-an385")]
     Mps2An385,
+    /// Arm MPS3 AN547 (Corstone-300): Cortex-M55 with Helium (MVE), 512 KiB ITCM as code memory,
+    /// 512 KiB DTCM as RAM, DDR at 0x60000000 for packs and images that do not fit the ITCM.
+    #[value(name = "mps3-an547")]
+    Mps3An547,
 }
 
 impl Machine {
@@ -77,6 +85,7 @@ impl Machine {
             Machine::Mps2An386 => "mps2-an386",
             Machine::Mps2An500 => "mps2-an500",
             Machine::Mps2An385 => "mps2-an385",
+            Machine::Mps3An547 => "mps3-an547",
         }
     }
 
@@ -85,6 +94,7 @@ impl Machine {
             Machine::Mps2An386 => "cortex-m4",
             Machine::Mps2An500 => "cortex-m7",
             Machine::Mps2An385 => "cortex-m3",
+            Machine::Mps3An547 => "cortex-m55",
         }
     }
 
@@ -93,12 +103,14 @@ impl Machine {
         match self {
             Machine::Mps2An385 => FPU_LESS_TARGET,
             Machine::Mps2An386 | Machine::Mps2An500 => FIRMWARE_TARGET,
+            Machine::Mps3An547 => HELIUM_TARGET,
         }
     }
 
-    /// Whether the CPU has the DSP extension (the SXTB16/SMLAD int8 kernel).
+    /// Whether the firmware uses the DSP extension's int8 kernel (SXTB16/SMLAD). The M3 has no
+    /// DSP extension; the M55's portable kernel is vectorized with Helium, which beats SMLAD.
     fn has_dsp(self) -> bool {
-        self != Machine::Mps2An385
+        matches!(self, Machine::Mps2An386 | Machine::Mps2An500)
     }
 
     /// The firmware's cargo feature for this board.
@@ -108,13 +120,17 @@ impl Machine {
 
     /// `(flash, ram, psram)` regions `[start, end)`, as in `firmware/boards/*/memory.x`.
     fn regions(self) -> [(u64, u64); 3] {
+        let (code, ram) = match self {
+            Machine::Mps3An547 => (512 << 10, 512 << 10),
+            _ => (4 << 20, 4 << 20),
+        };
         let psram = match self {
             Machine::Mps2An386 | Machine::Mps2An385 => 0x2100_0000,
-            Machine::Mps2An500 => 0x6000_0000,
+            Machine::Mps2An500 | Machine::Mps3An547 => 0x6000_0000,
         };
         [
-            (0, 4 << 20),
-            (0x2000_0000, 0x2000_0000 + (4 << 20)),
+            (0, code),
+            (0x2000_0000, 0x2000_0000 + ram),
             (psram, psram + (16 << 20)),
         ]
     }

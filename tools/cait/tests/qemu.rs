@@ -14,7 +14,9 @@ use cait_tests::synth;
 
 #[path = "../src/firmware_build.rs"]
 mod firmware_build;
-use firmware_build::{FIRMWARE_TARGET, FPU_LESS_TARGET, firmware_cargo, firmware_elf};
+use firmware_build::{
+    FIRMWARE_TARGET, FPU_LESS_TARGET, HELIUM_TARGET, firmware_cargo, firmware_elf,
+};
 
 fn cait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cait"))
@@ -107,8 +109,9 @@ fn assert_bit_exact(device: &[Vec<f32>], host: &[Vec<f32>], machine: &str) {
     }
 }
 
-/// Both boards, every input image of the fixture: the Cortex-M4 with the pack in flash, the
-/// Cortex-M7 with it in PSRAM (0x60000000), so both placements are covered.
+/// Every board with an FPU, every input image of the fixture: the Cortex-M4 with the pack in
+/// flash, the Cortex-M7 with it in PSRAM (0x60000000), so both placements are covered, and the
+/// Cortex-M55, whose f32 loops LLVM vectorizes with Helium's floating-point lanes.
 #[test]
 fn f32_tiny_is_bit_exact_on_both_boards() {
     require_qemu();
@@ -122,6 +125,7 @@ fn f32_tiny_is_bit_exact_on_both_boards() {
     for (machine, extra, region) in [
         ("mps2-an386", &[][..], "flash"),
         ("mps2-an500", &["--psram"][..], "psram"),
+        ("mps3-an547", &[][..], "flash"),
     ] {
         let run = device(&pack, &input, machine, extra);
         assert_bit_exact(&logits(&run), &host, machine);
@@ -266,6 +270,58 @@ fn bundled_int8_is_bit_exact_on_both_boards() {
         &["firmware/README.md"],
         &thousands(instructions),
         "instructions on the Cortex-M3 (soft-float)",
+    );
+}
+
+/// The bundled int8 pack on the Cortex-M55 (mps3-an547, Corstone-300): the pack does not fit the
+/// 512 KiB ITCM, so it lies in DDR; the int8 kernels are the portable ones, which LLVM vectorizes
+/// with Helium (MVE) for this CPU. Bit-exact with the host; the instructions, beside the M4's
+/// DSP kernels, are the documents'.
+#[test]
+fn bundled_int8_is_bit_exact_on_the_cortex_m55() {
+    require_qemu();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
+    let pack = models.join("fashion-cait-int8.cait");
+    let input = models.join("samples.npy");
+    let host = host_logits(&pack, &input);
+    let machine = "mps3-an547";
+    let run = device(&pack, &input, machine, &[]);
+    assert_bit_exact(&logits(&run), &host, machine);
+    assert_eq!(run["cpu"], "cortex-m55");
+    assert_eq!(run["pack_region"], "psram", "650 KB do not fit the ITCM");
+    let field = |k: &str| {
+        run[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{machine}: no {k}"))
+    };
+    let pack_bytes = std::fs::metadata(&pack).unwrap().len();
+    assert_eq!(field("psram_bytes"), pack_bytes);
+    // The images stay in the ITCM beside the code.
+    let inputs = 10 * 28 * 28 * 4;
+    assert_eq!(field("code_bytes"), field("flash_bytes") - inputs);
+    let ram = field("ram_bytes") + field("peak_stack_bytes");
+    assert!(ram <= 256 * 1024, "static RAM + stack = {ram} B > 256 KiB");
+    // Helium's 16-lane dot products: fewer instructions per MAC than the M4's SMLAD (2.6) by far.
+    let per_mac = run["instructions_per_mac"].as_f64().unwrap();
+    assert!(per_mac < 1.5, "{per_mac} instructions/MAC: is MVE in use?");
+    eprintln!(
+        "{machine}: {} instructions/inference, {per_mac:.2} instructions/MAC, code {} B, RAM {} B + stack {} B",
+        field("instructions"),
+        field("code_bytes"),
+        field("ram_bytes"),
+        field("peak_stack_bytes"),
+    );
+    let docs = ["README.md", "firmware/README.md"];
+    for (what, value) in [
+        ("Cortex-M55 instructions per image", field("instructions")),
+        ("Cortex-M55 firmware code bytes", field("code_bytes")),
+    ] {
+        assert_documented(&docs, &thousands(value), what);
+    }
+    assert_documented(
+        &docs,
+        &format!("{per_mac:.2}"),
+        "Cortex-M55 instructions per MAC",
     );
 }
 
@@ -456,6 +512,31 @@ fn dsp_int8_kernel_equals_the_reference_on_both_boards() {
             "{machine}: {text}"
         );
     }
+}
+
+/// The Cortex-M55 (mps3-an547): its int8 kernel, the portable one as LLVM vectorizes it with
+/// Helium (tail-predicated loops, so every `k mod 16` tail goes through the predicated lanes),
+/// against the reference on the device (`kernel_check`'s 300 seeded shapes); and the board's
+/// clock: `hello` times a 2,000,000-instruction loop as 64,000 ticks of the 32 MHz SysTick, the
+/// scale `cait qemu` turns ticks into instructions with.
+#[test]
+fn helium_int8_kernel_and_clock_on_the_cortex_m55() {
+    require_qemu();
+    let (machine, cpu) = ("mps3-an547", "cortex-m55");
+    let elf = build_firmware_bin("kernel_check", HELIUM_TARGET, "mps3-an547,int8", machine);
+    let text = run_elf(&elf, machine, cpu);
+    let _ = std::fs::remove_file(&elf);
+    assert!(
+        text.contains("300 cases") && text.contains("0 failures (portable kernel)"),
+        "{machine}: {text}"
+    );
+    let elf = build_firmware_bin("hello", HELIUM_TARGET, "mps3-an547,int8", machine);
+    let text = run_elf(&elf, machine, cpu);
+    let _ = std::fs::remove_file(&elf);
+    assert!(
+        text.contains("hello from mps3-an547 (cortex-m55)") && text.contains("instructions: 6400"),
+        "{text}"
+    );
 }
 
 /// Builds firmware binary `bin` for `triple` with `--no-default-features --features features`

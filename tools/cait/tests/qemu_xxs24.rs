@@ -117,11 +117,12 @@ fn xxs24_shaped_f32_from_psram_is_bit_exact() {
 
 /// The full 24-block cait_xxs24_224 as an int8 pack (~12 MB, so in PSRAM) on the Cortex-M4,
 /// classifying an 8-bit 224×224 RGB camera frame held inside its workspace: with the DSP kernels
-/// (default) and without (`--no-dsp`), both bit-exact with the host; the whole application's RAM
+/// (default) and without (`--no-dsp`), and on the Cortex-M55 (mps3-an547, Helium; pack in DDR),
+/// all bit-exact with the host; the whole application's RAM
 /// (static RAM, the frame inside it, and the peak stack) within 256 KiB; prints the figures the
 /// firmware README quotes.
 #[test]
-#[ignore = "slow: two firmware builds, ~10^10 emulated instructions"]
+#[ignore = "slow: three firmware builds, ~10^10 emulated instructions"]
 fn xxs24_int8_from_psram_with_and_without_dsp() {
     let dir = tempfile::tempdir().unwrap();
     let spec = SynthSpec::timm_variant("cait_xxs24_224", 2024).unwrap();
@@ -175,7 +176,11 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
         pack.as_ref(),
         input.as_ref(),
     ]);
-    for extra in [&[][..], &["--no-dsp"][..]] {
+    for (kernels, extra) in [
+        ("DSP kernels", &[][..]),
+        ("portable kernels", &["--no-dsp"][..]),
+        ("Cortex-M55 Helium", &["--machine", "mps3-an547"][..]),
+    ] {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "qemu".as_ref(),
             "--json".as_ref(),
@@ -199,11 +204,7 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
         assert!(ram <= 256 * 1024, "{extra:?}: RAM {ram} B > 256 KiB");
         println!(
             "cait_xxs24_224 int8 {}: {} instructions, {} MACs ({:.2}/MAC), workspace {} B (frame inside), static RAM {} B, peak stack {} B, pack {} B in PSRAM, flash {} B",
-            if extra.is_empty() {
-                "DSP kernels"
-            } else {
-                "portable kernels"
-            },
+            kernels,
             n("instructions"),
             n("macs"),
             device["instructions_per_mac"].as_f64().unwrap(),

@@ -1,5 +1,6 @@
 //! One pack, the same logits bits on every host and kernel set: x86-64 with the best kernels the
-//! CPU has (AVX-512 VNNI), with AVX2 at most (`CAIT_KERNELS=avx2`) and with the portable ones
+//! CPU has (AVX-512 VNNI), with AVX-VNNI at most (`CAIT_KERNELS=avx-vnni`, where the CPU has it),
+//! with AVX2 at most (`CAIT_KERNELS=avx2`) and with the portable ones
 //! (`CAIT_KERNELS=portable`), and AArch64 Linux under QEMU user mode on a
 //! core without the dot-product extension (Cortex-A53: the portable int8 tile, NEON) and on one
 //! with it (Cortex-A76: the SDOT tile) — for the bundled int8 and f16 packs and an f32 pack of the
@@ -144,6 +145,7 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
         let native = on_host(None, "x86-64");
         let portable = on_host(Some("portable"), "x86-64 portable");
         let avx2 = on_host(Some("avx2"), "x86-64 avx2");
+        let avx_vnni = on_host(Some("avx-vnni"), "x86-64 avx-vnni");
         let neon = run(
             Command::new("qemu-aarch64")
                 .args(["-cpu", "cortex-a53", "-L", sysroot])
@@ -163,6 +165,8 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
         // Each run chose the kernels it is meant to test.
         assert_eq!(portable.kernels, "int8=portable float=portable");
         assert!(!avx2.kernels.contains("vnni"), "{}", avx2.kernels);
+        assert!(!avx_vnni.kernels.contains("avx512"), "{}", avx_vnni.kernels);
+        eprintln!("x86-64 with CAIT_KERNELS=avx-vnni: {}", avx_vnni.kernels);
         assert_eq!(neon.kernels, "int8=portable float=portable");
         assert_eq!(sdot.kernels, "int8=aarch64 sdot float=portable");
 
@@ -170,10 +174,11 @@ fn every_host_and_kernel_set_gives_the_same_logits_bits() {
         // The integer-only kernels (crates/cait-core/src/kernels/fixed): the same bits everywhere,
         // and the program's call is the one made here.
         let here = cait_core::check::fixed_kernels_digest(1, 500);
-        for r in [&native, &avx2, &portable, &neon, &sdot] {
+        for r in [&native, &avx_vnni, &avx2, &portable, &neon, &sdot] {
             assert_eq!(r.fixed, here, "fixed-point digest of {}", r.kernels);
         }
         for (name, other) in [
+            ("x86-64 avx-vnni", &avx_vnni),
             ("x86-64 avx2", &avx2),
             ("x86-64 portable", &portable),
             ("aarch64 neon", &neon),

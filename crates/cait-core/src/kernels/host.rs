@@ -2,7 +2,8 @@
 //! Each build is decided once, at its first use: the CPU must have its features and the
 //! environment must not turn the build off — `CAIT_KERNELS=portable` turns off every SIMD build
 //! (to test a machine without the features on one with them), `CAIT_KERNELS=avx2` the x86-64
-//! builds beyond AVX2 (AVX-512 VNNI), to test or time an AVX2-only machine.
+//! builds beyond AVX2 (AVX-VNNI, AVX-512 VNNI), to test or time an AVX2-only machine, and
+//! `CAIT_KERNELS=avx-vnni` AVX-512 VNNI alone, to test or time a CPU with AVX-VNNI and no AVX-512.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 

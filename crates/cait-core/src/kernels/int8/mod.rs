@@ -107,7 +107,8 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
 }
 
 /// The int8 matmul kernel this build runs: `"arm-dsp"` (SMLAD), `"x86-64 avx512-vnni"` (the tiled
-/// kernel's loops with a `vpdpbusd` tile), `"x86-64 avx2"` (with a `vpmaddwd` tile),
+/// kernel's loops with a `vpdpbusd` tile), `"x86-64 avx-vnni"` (with a 256-bit `vpdpbusd` tile),
+/// `"x86-64 avx2"` (with a `vpmaddwd` tile),
 /// `"aarch64 sdot"` (with an SDOT tile), each chosen at run time, or `"portable"` (the tiled
 /// kernel for the target's baseline).
 pub(crate) fn selected() -> &'static str {
@@ -116,6 +117,10 @@ pub(crate) fn selected() -> &'static str {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if crate::kernels::x86::avx512_vnni() {
         return "x86-64 avx512-vnni";
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if crate::kernels::x86::avx_vnni() {
+        return "x86-64 avx-vnni";
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if crate::kernels::x86::avx2() {
@@ -293,10 +298,15 @@ mod tests {
 
     kernel_tests!(tiled_kernel, super::super::tiled::matmul);
     kernel_tests!(selected_kernel, super::super::matmul);
-    // The AVX2 and AVX-512 VNNI builds where the CPU has them (else the portable one: the same
-    // test as `tiled_kernel`).
+    // The AVX2, AVX-VNNI and AVX-512 VNNI builds where the CPU has them (else the portable one:
+    // the same test as `tiled_kernel`).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     kernel_tests!(x86_avx2_kernel, super::super::x86::matmul_avx2_or_portable);
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    kernel_tests!(
+        x86_avx_vnni_kernel,
+        super::super::x86::matmul_avx_vnni_or_portable
+    );
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     kernel_tests!(x86_vnni_kernel, super::super::x86::matmul_vnni_or_portable);
     #[cfg(all(feature = "std", target_arch = "aarch64"))]

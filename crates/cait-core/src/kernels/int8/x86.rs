@@ -1,5 +1,7 @@
-//! x86-64 hosts (`std` builds): the int8 matmul with an AVX-512 VNNI register tile (`vpdpbusd`)
-//! or an AVX2 one (`vpmaddwd`), the best the CPU has, chosen at run time; the loops around the tile
+//! x86-64 hosts (`std` builds): the int8 matmul with an AVX-512 VNNI register tile (`vpdpbusd` on
+//! 512 bits), an AVX-VNNI one (the same instruction on 256 bits, for CPUs without AVX-512: Intel's
+//! client cores since Alder Lake) or an AVX2 one (`vpmaddwd`), the best the CPU has, chosen at run
+//! time; the loops around the tile
 //! are the portable kernel's ([`tiled::matmul_with`]). The default x86-64 target is SSE2 only.
 //! Integer sums are exact, so every variant gives the same bits. Figures: `cargo bench -p
 //! cait-core --features std --bench forward` (each build forced with `CAIT_KERNELS`, see
@@ -13,7 +15,7 @@ use core::arch::x86_64::*;
 
 use super::Rows;
 use super::tiled::{self, Tile};
-use crate::kernels::x86::{avx2, avx512_vnni};
+use crate::kernels::x86::{avx_vnni, avx2, avx512_vnni};
 
 /// See [`super::matmul`].
 #[inline]
@@ -21,6 +23,9 @@ pub(crate) fn matmul(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usiz
     if avx512_vnni() {
         // SAFETY: the CPU has AVX-512 F, BW and VNNI (detected at run time by `avx512_vnni`).
         unsafe { matmul_vnni(x, w, emit) }
+    } else if avx_vnni() {
+        // SAFETY: the CPU has AVX2 and AVX-VNNI (detected at run time by `avx_vnni`).
+        unsafe { matmul_avx_vnni(x, w, emit) }
     } else if avx2() {
         // SAFETY: the CPU has AVX2 (detected at run time by `avx2`).
         unsafe { matmul_avx2(x, w, emit) }
@@ -60,6 +65,22 @@ pub(crate) fn matmul_vnni_or_portable(
     }
 }
 
+/// The AVX-VNNI build where the CPU has AVX2 and AVX-VNNI, whatever `CAIT_KERNELS` says; else the
+/// portable one.
+#[cfg(test)]
+pub(crate) fn matmul_avx_vnni_or_portable(
+    x: Rows<'_>,
+    w: Rows<'_>,
+    emit: &mut impl FnMut(usize, usize, i32),
+) {
+    if crate::kernels::x86::has_avx_vnni() {
+        // SAFETY: the CPU has AVX2 and AVX-VNNI.
+        unsafe { matmul_avx_vnni(x, w, emit) }
+    } else {
+        tiled::matmul(x, w, emit)
+    }
+}
+
 /// [`tiled::matmul`]'s loops with the AVX2 tile, compiled for AVX2.
 #[target_feature(enable = "avx2")]
 fn matmul_avx2(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
@@ -71,6 +92,14 @@ fn matmul_avx2(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn matmul_vnni(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
     tiled::matmul_with::<Vnni, 4, 4>(x, w, emit)
+}
+
+/// [`tiled::matmul`]'s loops with the AVX-VNNI tile, 2 × 3 (6 accumulators, 2 row sums, 5 loaded
+/// operands and 2 constants in the 16 `ymm` registers: 2 × 4 and 4 × 2 spill and measured
+/// slower), compiled for AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+fn matmul_avx_vnni(x: Rows<'_>, w: Rows<'_>, emit: &mut impl FnMut(usize, usize, i32)) {
+    tiled::matmul_with::<AvxVnni, 2, 3>(x, w, emit)
 }
 
 /// The AVX2 tile: 16 values of a row at a time sign-extended to 16-bit lanes, and `vpmaddwd`
@@ -218,6 +247,107 @@ fn tile_vnni<const R: usize, const C: usize>(
         }
     }
     out
+}
+
+/// The AVX-VNNI tile: [`Vnni`]'s arithmetic on 256 bits, 32 values of a row at a time (the
+/// weights offset by 128, each row's sum taken off). Without AVX-512's byte masks, a last chunk of
+/// fewer than 32 values is loaded as whole 4-byte words under AVX2's word mask (zeros beyond, which
+/// add nothing), and its last `k mod 4` values are added one by one.
+struct AvxVnni;
+
+impl Tile for AvxVnni {
+    #[inline(always)]
+    fn tile<const R: usize, const C: usize>(
+        x: &[&[i8]; R],
+        w: &[&[i8]; C],
+        k: usize,
+    ) -> [[i32; C]; R] {
+        // SAFETY: only `matmul_avx_vnni` uses this tile, and it runs only when the CPU has AVX2
+        // and AVX-VNNI.
+        unsafe { tile_avx_vnni::<R, C>(x, w, k) }
+    }
+}
+
+/// `v[at..at + 32]`, or, with `mask` selecting the first `(v.len() - at) / 4` words, those whole
+/// words of `v[at..]` followed by zeros.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load32(v: &[i8], at: usize, mask: __m256i) -> __m256i {
+    let v = &v[at..];
+    if v.len() >= 32 {
+        // SAFETY: `v` holds at least 32 readable bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+    } else {
+        // SAFETY: the mask selects whole 4-byte words within `v`; masked-off words are not
+        // accessed (AVX2 masked loads suppress their faults) and read as 0.
+        unsafe { _mm256_maskload_epi32(v.as_ptr().cast(), mask) }
+    }
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+fn tile_avx_vnni<const R: usize, const C: usize>(
+    x: &[&[i8]; R],
+    w: &[&[i8]; C],
+    k: usize,
+) -> [[i32; C]; R] {
+    let (mut xs, mut ws): ([&[i8]; R], [&[i8]; C]) = ([&[]; R], [&[]; C]);
+    for r in 0..R {
+        xs[r] = &x[r][..k];
+    }
+    for c in 0..C {
+        ws[c] = &w[c][..k];
+    }
+    // The vector part: every whole 4-byte word; the last chunk's words under `mask`.
+    let vector = k & !3;
+    let words = ((vector % 32) / 4) as i32;
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(words),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let (offset, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi8(1));
+    let mut acc = [[_mm256_setzero_si256(); C]; R];
+    let mut sums = [_mm256_setzero_si256(); R];
+    let mut at = 0;
+    while at < vector {
+        let (mut xv, mut wv) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); C]);
+        for r in 0..R {
+            xv[r] = load32(xs[r], at, mask);
+        }
+        for c in 0..C {
+            // Masked-off words read as 0, which the offset turns into 128 · x = 128 · 0.
+            wv[c] = _mm256_xor_si256(load32(ws[c], at, mask), offset);
+        }
+        for r in 0..R {
+            sums[r] = _mm256_dpbusd_avx_epi32(sums[r], ones, xv[r]);
+            for c in 0..C {
+                acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], wv[c], xv[r]);
+            }
+        }
+        at += 32;
+    }
+    let mut out = [[0i32; C]; R];
+    for r in 0..R {
+        let correction = lane_sum256(sums[r]).wrapping_mul(128);
+        for c in 0..C {
+            let mut sum = lane_sum256(acc[r][c]).wrapping_sub(correction);
+            for j in vector..k {
+                sum += i32::from(xs[r][j]) * i32::from(ws[c][j]);
+            }
+            out[r][c] = sum;
+        }
+    }
+    out
+}
+
+/// The wrapping sum of the eight `i32` lanes of `v`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lane_sum256(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
 }
 
 /// The lane sums of each vector (wrapping): by [`sum4`] for four, else one by one.

@@ -373,11 +373,12 @@ fn bundled_int8_classifies_camera_frames_inside_the_workspace() {
 }
 
 /// A mixed pack of the bundled model — `cait quantize --min-sqnr` above what all-int8 with static
-/// activation scales reaches, so some blocks are kept in f16 — runs on both boards bit-exact with
-/// the host: the f16 blocks on the float block code and the mixed workspace layout, the rest on
-/// the int8 kernels (DSP on) with the calibrated scales.
+/// activation scales reaches, so some blocks are kept in f16 — runs on the M4, the M7 and the M55
+/// bit-exact with the host: the f16 blocks on the float block code and the mixed workspace layout,
+/// the rest on the int8 kernels (DSP on the MPS2 boards, Helium on the M55) with the calibrated
+/// scales.
 #[test]
-fn bundled_mixed_pack_is_bit_exact_on_both_boards() {
+fn bundled_mixed_pack_is_bit_exact_on_every_board_with_an_fpu() {
     require_qemu();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-cait");
     let input = models.join("samples.npy");
@@ -411,13 +412,21 @@ fn bundled_mixed_pack_is_bit_exact_on_both_boards() {
     let kept = q["report"]["mixed"]["f16_blocks"].as_array().unwrap();
     assert!(!kept.is_empty(), "no block kept in f16: {q}");
     let host = host_logits(&pack, &input);
-    for machine in ["mps2-an386", "mps2-an500"] {
+    // The Cortex-M55 too: the f16 blocks' widening and the static int8 path under Helium.
+    for machine in ["mps2-an386", "mps2-an500", "mps3-an547"] {
         let run = device(&pack, &input, machine, &[]);
         assert_bit_exact(&logits(&run), &host, machine);
         assert_eq!(
             run["workspace_bytes"], q["workspace_bytes"],
             "{machine}: the firmware sizes the mixed workspace"
         );
+        if machine == "mps3-an547" {
+            eprintln!(
+                "{machine}: mixed pack: {} instructions/inference",
+                run["instructions"]
+            );
+            continue;
+        }
         let docs = ["models/fashion-cait/README.md", "firmware/README.md"];
         for (what, key) in [
             ("mixed-pack instructions", "instructions"),

@@ -1058,3 +1058,60 @@ fn engine_left_out_is_refused() {
         }
     }
 }
+
+/// The x86-64 AVX2 fc1 epilogue (the sums of four rows buffered, then GELU and the quantization
+/// eight lanes at a time) gives the scalar epilogue's bits, over row counts that are and are not
+/// multiples of four, widths with and without a tail of eight, inputs reaching GELU's flat parts,
+/// and saturating outputs; and refuses rows wider than its buffer.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vectorized_gelu_epilogue_is_the_scalar_one() {
+    use crate::kernels::gelu::gelu_rational;
+    if !crate::kernels::x86::avx2() {
+        return;
+    }
+    let mut rng = Rng::new(2027);
+    let mut saturated = false;
+    for (rows, out, k) in [(1, 1, 1), (3, 5, 7), (4, 8, 16), (9, 37, 33), (197, 96, 24)] {
+        let weight: Vec<i8> = (0..out * k)
+            .map(|_| (rng.uniform() * 254.0 - 127.0) as i8)
+            .collect();
+        let weight_scale: Vec<f32> = (0..out).map(|_| 0.0005 + 0.02 * rng.uniform()).collect();
+        let bias: Vec<i32> = (0..out)
+            .map(|_| (rng.uniform() * 20000.0 - 10000.0) as i32)
+            .collect();
+        let layer = QLinear {
+            weight: &weight,
+            weight_scale: &weight_scale,
+            bias: &bias,
+            row_sum: &[],
+            in_features: k,
+        };
+        let x: Vec<i8> = (0..rows * k)
+            .map(|_| (rng.uniform() * 255.0 - 128.0) as i8)
+            .collect();
+        // A narrow output range: some GELU outputs saturate at either end.
+        let q = ActQuant::new(0.02, 3.0).unwrap();
+        let mut want = vec![0i8; rows * out];
+        layer.forward(&x, 0.05, &mut |t, o, y| {
+            want[t * out + o] = q.quantize(gelu_rational(y))
+        });
+        let mut got = vec![0i8; rows * out];
+        assert!(layer.forward_gelu_quantized_avx2(&x, 0.05, q, &mut got));
+        assert_eq!(got, want, "{rows} rows of {out} outputs, k {k}");
+        saturated |= got.contains(&127);
+    }
+    assert!(saturated, "no saturated output");
+    let wide = vec![0i32; 1025];
+    let weight = vec![1i8; 1025];
+    let layer = QLinear {
+        weight: &weight,
+        weight_scale: &[1.0; 1025],
+        bias: &wide,
+        row_sum: &[],
+        in_features: 1,
+    };
+    let mut out = vec![5i8; 1025];
+    assert!(!layer.forward_gelu_quantized_avx2(&[1], 1.0, ActQuant::UNIT, &mut out));
+    assert!(out.iter().all(|&v| v == 5), "nothing written");
+}

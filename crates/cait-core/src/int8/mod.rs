@@ -132,13 +132,39 @@ impl<'a> QLinear<'a> {
         });
     }
 
-    /// x86-64 hosts with AVX2: `out[t·W + o] = q.quantize(gelu(y))` (the self-attention blocks'
-    /// fc1 with the calibrated scales) with the epilogue vectorized: the matmul's sums of four
-    /// rows at a time go to a buffer on the stack, then one AVX2 loop over each row computes
-    /// `y`, GELU and the quantization lane by lane — the same operations as the scalar epilogue,
-    /// so the same bits, with the division and the rest of GELU eight lanes at a time (it was
-    /// most of this layer's time). `false`, having done nothing, without AVX2 or when four rows
-    /// of `W` sums do not fit the buffer.
+    /// x86-64 hosts with AVX2: [`forward`](Self::forward) with `epilogue` applied to whole rows
+    /// in an AVX2 loop instead of to one output at a time: the matmul's sums of four rows go to a
+    /// buffer on the stack, then `epilogue(first, sums, out)` gets them (`W` sums per row, the
+    /// first row's index, and those rows' `out`, `out_width` values per row). The epilogues below
+    /// run the scalar epilogue's operations lane by lane, so the same bits, eight lanes at a time
+    /// (on the bundled cait_xxs24_224 shape the scalar epilogues were about half of these layers'
+    /// time). `false`, having done nothing, without AVX2 or when four rows of `W` sums do not fit
+    /// the buffer.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    fn forward_rows_avx2<T>(
+        &self,
+        x: &[i8],
+        out: &mut [T],
+        out_width: usize,
+        mut epilogue: impl FnMut(&[i32], &mut [T]),
+    ) -> bool {
+        const ROWS: usize = 4;
+        const SUMS: usize = 4096;
+        let (w, k) = (self.bias.len(), self.in_features);
+        if !crate::kernels::x86::avx2() || w == 0 || k == 0 || ROWS * w > SUMS {
+            return false;
+        }
+        let mut sums = [0i32; SUMS];
+        for (xs, outs) in x.chunks(ROWS * k).zip(out.chunks_mut(ROWS * out_width)) {
+            let sums = &mut sums[..xs.len() / k * w];
+            k8::linear(xs, self.weight, k, &mut |t, o, acc| sums[t * w + o] = acc);
+            epilogue(sums, outs);
+        }
+        true
+    }
+
+    /// `out[t·W + o] = q.quantize(gelu(y))` (the self-attention blocks' fc1) on x86-64 hosts with
+    /// AVX2: see [`forward_rows_avx2`](Self::forward_rows_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
     pub(crate) fn forward_gelu_quantized_avx2(
@@ -148,27 +174,57 @@ impl<'a> QLinear<'a> {
         q: ActQuant,
         out: &mut [i8],
     ) -> bool {
-        const ROWS: usize = 4;
-        const SUMS: usize = 4096;
-        let (w, k) = (self.bias.len(), self.in_features);
-        if !crate::kernels::x86::avx2() || w == 0 || k == 0 || ROWS * w > SUMS {
-            return false;
-        }
-        let mut sums = [0i32; SUMS];
-        for (xs, outs) in x.chunks(ROWS * k).zip(out.chunks_mut(ROWS * w)) {
-            let sums = &mut sums[..outs.len()];
-            k8::linear(xs, self.weight, k, &mut |t, o, acc| sums[t * w + o] = acc);
-            // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { self.gelu_rows_avx2(sums, input_scale, q, outs) };
-        }
-        true
+        let w = self.bias.len();
+        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
+        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
+            self.rows_avx2(sums, input_scale, out, |o, y| {
+                *o = q.quantize(gelu_rational(y))
+            })
+        })
     }
 
-    /// [`forward_gelu_quantized_avx2`](Self::forward_gelu_quantized_avx2)'s epilogue over rows
-    /// of `W` sums.
+    /// [`forward_quantized`](Self::forward_quantized) on x86-64 hosts with AVX2: see
+    /// [`forward_rows_avx2`](Self::forward_rows_avx2).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
+    fn forward_quantized_avx2(
+        &self,
+        x: &[i8],
+        input_scale: f32,
+        q: ActQuant,
+        out: &mut [i8],
+    ) -> bool {
+        let w = self.bias.len();
+        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
+        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
+            self.rows_avx2(sums, input_scale, out, |o, y| *o = q.quantize(y))
+        })
+    }
+
+    /// [`forward_add`](Self::forward_add) on x86-64 hosts with AVX2: see
+    /// [`forward_rows_avx2`](Self::forward_rows_avx2).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
+    pub(crate) fn forward_add_avx2(&self, x: &[i8], input_scale: f32, out: &mut [f32]) -> bool {
+        let w = self.bias.len();
+        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
+        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
+            self.rows_avx2(sums, input_scale, out, |o, y| *o += y)
+        })
+    }
+
+    /// `store(&mut out[t·W + o], y)` for the rows of `W` sums in `sums`, compiled for AVX2 (with
+    /// `store` inlined into the loop, which LLVM vectorizes).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
-    fn gelu_rows_avx2(&self, sums: &[i32], input_scale: f32, q: ActQuant, out: &mut [i8]) {
+    #[inline]
+    fn rows_avx2<T>(
+        &self,
+        sums: &[i32],
+        input_scale: f32,
+        out: &mut [T],
+        store: impl Fn(&mut T, f32),
+    ) {
         let w = self.bias.len();
         for (row, outs) in sums.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
             for (((o, &acc), &bias), &scale) in outs
@@ -177,7 +233,7 @@ impl<'a> QLinear<'a> {
                 .zip(self.bias)
                 .zip(self.weight_scale)
             {
-                *o = q.quantize(gelu_rational(Self::output(acc, bias, input_scale, scale)));
+                store(o, Self::output(acc, bias, input_scale, scale));
             }
         }
     }
@@ -197,6 +253,10 @@ impl<'a> QLinear<'a> {
     /// `out[t·W + o] += y`: the residual adds (`proj`, `fc2`; LayerScale folded).
     #[inline(never)]
     pub(crate) fn forward_add(&self, x: &[i8], input_scale: f32, out: &mut [f32]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if self.forward_add_avx2(x, input_scale, out) {
+            return;
+        }
         let w = self.bias.len();
         self.forward(x, input_scale, &mut |t, o, y| out[t * w + o] += y);
     }
@@ -217,6 +277,10 @@ impl<'a> QLinear<'a> {
         q: ActQuant,
         out: &mut [i8],
     ) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if self.forward_quantized_avx2(x, input_scale, q, out) {
+            return;
+        }
         let w = self.bias.len();
         self.forward(x, input_scale, &mut |t, o, y| {
             out[t * w + o] = q.quantize(y)

@@ -1059,13 +1059,14 @@ fn engine_left_out_is_refused() {
     }
 }
 
-/// The x86-64 AVX2 fc1 epilogue (the sums of four rows buffered, then GELU and the quantization
-/// eight lanes at a time) gives the scalar epilogue's bits, over row counts that are and are not
+/// The x86-64 AVX2 epilogues (the sums of four rows buffered, then the outputs eight lanes at a
+/// time: GELU and the quantization for fc1, the quantization for keys and queries, the residual
+/// add for proj and fc2) give the scalar epilogues' bits, over row counts that are and are not
 /// multiples of four, widths with and without a tail of eight, inputs reaching GELU's flat parts,
-/// and saturating outputs; and refuses rows wider than its buffer.
+/// and saturating outputs; and refuse rows wider than their buffer.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn vectorized_gelu_epilogue_is_the_scalar_one() {
+fn vectorized_epilogues_are_the_scalar_ones() {
     use crate::kernels::gelu::gelu_rational;
     if !crate::kernels::x86::avx2() {
         return;
@@ -1090,7 +1091,8 @@ fn vectorized_gelu_epilogue_is_the_scalar_one() {
         let x: Vec<i8> = (0..rows * k)
             .map(|_| (rng.uniform() * 255.0 - 128.0) as i8)
             .collect();
-        // A narrow output range: some GELU outputs saturate at either end.
+        let case = format!("{rows} rows of {out} outputs, k {k}");
+        // A narrow output range: some outputs saturate at either end.
         let q = ActQuant::new(0.02, 3.0).unwrap();
         let mut want = vec![0i8; rows * out];
         layer.forward(&x, 0.05, &mut |t, o, y| {
@@ -1098,8 +1100,20 @@ fn vectorized_gelu_epilogue_is_the_scalar_one() {
         });
         let mut got = vec![0i8; rows * out];
         assert!(layer.forward_gelu_quantized_avx2(&x, 0.05, q, &mut got));
-        assert_eq!(got, want, "{rows} rows of {out} outputs, k {k}");
+        assert_eq!(got, want, "GELU: {case}");
         saturated |= got.contains(&127);
+
+        layer.forward(&x, 0.05, &mut |t, o, y| want[t * out + o] = q.quantize(y));
+        assert!(layer.forward_quantized_avx2(&x, 0.05, q, &mut got));
+        assert_eq!(got, want, "quantized: {case}");
+
+        let residual: Vec<f32> = (0..rows * out).map(|_| rng.uniform() * 8.0 - 4.0).collect();
+        let mut want = residual.clone();
+        layer.forward(&x, 0.05, &mut |t, o, y| want[t * out + o] += y);
+        let mut got = residual.clone();
+        assert!(layer.forward_add_avx2(&x, 0.05, &mut got));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "residual add: {case}");
     }
     assert!(saturated, "no saturated output");
     let wide = vec![0i32; 1025];
@@ -1113,5 +1127,9 @@ fn vectorized_gelu_epilogue_is_the_scalar_one() {
     };
     let mut out = vec![5i8; 1025];
     assert!(!layer.forward_gelu_quantized_avx2(&[1], 1.0, ActQuant::UNIT, &mut out));
+    assert!(!layer.forward_quantized_avx2(&[1], 1.0, ActQuant::UNIT, &mut out));
     assert!(out.iter().all(|&v| v == 5), "nothing written");
+    let mut residual = vec![0.5f32; 1025];
+    assert!(!layer.forward_add_avx2(&[1], 1.0, &mut residual));
+    assert!(residual.iter().all(|&v| v == 0.5), "nothing added");
 }

@@ -166,7 +166,6 @@ impl<'a> QLinear<'a> {
     /// `out[t·W + o] = q.quantize(gelu(y))` (the self-attention blocks' fc1) on x86-64 hosts with
     /// AVX2: see [`forward_rows_avx2`](Self::forward_rows_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
     pub(crate) fn forward_gelu_quantized_avx2(
         &self,
         x: &[i8],
@@ -174,42 +173,45 @@ impl<'a> QLinear<'a> {
         q: ActQuant,
         out: &mut [i8],
     ) -> bool {
-        let w = self.bias.len();
-        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
-        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
-            self.rows_avx2(sums, input_scale, out, |o, y| {
-                *o = q.quantize(gelu_rational(y))
-            })
+        self.forward_each_avx2(x, input_scale, out, |o, y| {
+            *o = q.quantize(gelu_rational(y))
         })
     }
 
     /// [`forward_quantized`](Self::forward_quantized) on x86-64 hosts with AVX2: see
     /// [`forward_rows_avx2`](Self::forward_rows_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
-    fn forward_quantized_avx2(
+    pub(crate) fn forward_quantized_avx2(
         &self,
         x: &[i8],
         input_scale: f32,
         q: ActQuant,
         out: &mut [i8],
     ) -> bool {
-        let w = self.bias.len();
-        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
-        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
-            self.rows_avx2(sums, input_scale, out, |o, y| *o = q.quantize(y))
-        })
+        self.forward_each_avx2(x, input_scale, out, |o, y| *o = q.quantize(y))
     }
 
     /// [`forward_add`](Self::forward_add) on x86-64 hosts with AVX2: see
     /// [`forward_rows_avx2`](Self::forward_rows_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
     pub(crate) fn forward_add_avx2(&self, x: &[i8], input_scale: f32, out: &mut [f32]) -> bool {
-        let w = self.bias.len();
+        self.forward_each_avx2(x, input_scale, out, |o, y| *o += y)
+    }
+
+    /// `store(&mut out[t·W + o], y)` through [`forward_rows_avx2`](Self::forward_rows_avx2) and
+    /// [`rows_avx2`](Self::rows_avx2).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
+    fn forward_each_avx2<T>(
+        &self,
+        x: &[i8],
+        input_scale: f32,
+        out: &mut [T],
+        store: impl Fn(&mut T, f32) + Copy,
+    ) -> bool {
         // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
-        self.forward_rows_avx2(x, out, w, |sums, out| unsafe {
-            self.rows_avx2(sums, input_scale, out, |o, y| *o += y)
+        self.forward_rows_avx2(x, out, self.bias.len(), |sums, out| unsafe {
+            self.rows_avx2(sums, input_scale, out, store)
         })
     }
 

@@ -1064,7 +1064,7 @@ fn engine_left_out_is_refused() {
 /// add for proj and fc2) give the scalar epilogues' bits, over row counts that are and are not
 /// multiples of four, widths with and without a tail of eight, inputs reaching GELU's flat parts,
 /// and saturating outputs; and refuse rows wider than their buffer.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[test]
 fn vectorized_epilogues_are_the_scalar_ones() {
     use crate::kernels::gelu::gelu_rational;

@@ -181,7 +181,7 @@ mod tests {
 
     /// The AVX2 build's exps are `libm::expf`'s bits (lanes, the scalar tail, and a chunk with
     /// a positive argument falling back).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
     fn exps_are_libm_bits() {
         if !crate::kernels::x86::avx2() {
@@ -201,7 +201,7 @@ mod tests {
 
     /// Every `step`-th f32 bit pattern from `start` (and the special values) through the AVX2
     /// lanes, against `libm::expf`, bit for bit.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     fn check_avx2_exp(start: u32, end: u32, step: usize) {
         use core::arch::x86_64::*;
         if !crate::kernels::x86::avx2() {
@@ -246,7 +246,7 @@ mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
     fn avx2_exp_is_libm_on_a_sweep_of_nonpositive_floats() {
         check_avx2_exp(0x8000_0000, 0xffff_ffff, 61);
@@ -254,7 +254,7 @@ mod tests {
 
     /// All 2^31 non-positive bit patterns (about a minute): `cargo test -p cait-core --features
     /// std --release --lib avx2_exp_is_libm_on_every -- --ignored`.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
     #[ignore = "slow: every non-positive f32"]
     fn avx2_exp_is_libm_on_every_nonpositive_float() {
@@ -262,7 +262,7 @@ mod tests {
     }
 
     /// A chunk with a positive argument is refused (the caller falls back to `libm::expf`).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
     fn avx2_exp_refuses_positive_arguments() {
         use core::arch::x86_64::*;

@@ -34,6 +34,8 @@ struct Board {
     code_reserve: usize,
     /// The external memory for data too large for flash ("PSRAM").
     psram_bytes: usize,
+    /// Why the `dsp` feature (cait-core's SMLAD kernel) is refused here, if it is.
+    no_dsp: Option<&'static str>,
 }
 
 /// The supported boards. MPS2: 4 MiB of ZBT SSRAM1 at 0 as code memory, 16 MiB of PSRAM; AN385 is
@@ -47,6 +49,7 @@ const BOARDS: [Board; 4] = [
         flash_bytes: 4 << 20,
         code_reserve: 512 << 10,
         psram_bytes: 16 << 20,
+        no_dsp: None,
     },
     Board {
         name: "mps2-an500",
@@ -55,6 +58,7 @@ const BOARDS: [Board; 4] = [
         flash_bytes: 4 << 20,
         code_reserve: 512 << 10,
         psram_bytes: 16 << 20,
+        no_dsp: None,
     },
     Board {
         name: "mps2-an385",
@@ -63,6 +67,7 @@ const BOARDS: [Board; 4] = [
         flash_bytes: 4 << 20,
         code_reserve: 512 << 10,
         psram_bytes: 16 << 20,
+        no_dsp: Some("mps2-an385 (Cortex-M3) has no DSP extension"),
     },
     Board {
         name: "mps3-an547",
@@ -71,6 +76,10 @@ const BOARDS: [Board; 4] = [
         flash_bytes: 512 << 10,
         code_reserve: 256 << 10,
         psram_bytes: 16 << 20,
+        no_dsp: Some(
+            "mps3-an547 (Cortex-M55): its int8 kernels are the portable ones vectorized with \
+             Helium (MVE), faster than the DSP extension's SMLAD",
+        ),
     },
 ];
 
@@ -235,20 +244,11 @@ fn board() -> Result<&'static Board, String> {
             board.name, board.target
         ));
     }
-    if board.name == "mps2-an385" && on("CARGO_FEATURE_DSP") {
-        return Err(
-            "mps2-an385 (Cortex-M3) has no DSP extension: build without the dsp feature \
-                    (`--no-default-features --features mps2-an385,int8`)"
-                .into(),
-        );
-    }
-    if board.name == "mps3-an547" && on("CARGO_FEATURE_DSP") {
-        return Err(
-            "mps3-an547 (Cortex-M55): its int8 kernels are the portable ones vectorized with \
-             Helium (MVE), faster than the DSP extension's SMLAD: build without the dsp feature \
-             (`--no-default-features --features mps3-an547,int8`)"
-                .into(),
-        );
+    if let (Some(why), true) = (board.no_dsp, on("CARGO_FEATURE_DSP")) {
+        return Err(format!(
+            "{why}: build without the dsp feature (`--no-default-features --features {},int8`)",
+            board.name
+        ));
     }
     Ok(board)
 }

@@ -132,39 +132,8 @@ impl<'a> QLinear<'a> {
         });
     }
 
-    /// x86-64 hosts with AVX2: [`forward`](Self::forward) with `epilogue` applied to whole rows
-    /// in an AVX2 loop instead of to one output at a time: the matmul's sums of four rows go to a
-    /// buffer on the stack, then `epilogue(first, sums, out)` gets them (`W` sums per row, the
-    /// first row's index, and those rows' `out`, `out_width` values per row). The epilogues below
-    /// run the scalar epilogue's operations lane by lane, so the same bits, eight lanes at a time
-    /// (on the bundled cait_xxs24_224 shape the scalar epilogues were about half of these layers'
-    /// time). `false`, having done nothing, without AVX2 or when four rows of `W` sums do not fit
-    /// the buffer.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    fn forward_rows_avx2<T>(
-        &self,
-        x: &[i8],
-        out: &mut [T],
-        out_width: usize,
-        mut epilogue: impl FnMut(&[i32], &mut [T]),
-    ) -> bool {
-        const ROWS: usize = 4;
-        const SUMS: usize = 4096;
-        let (w, k) = (self.bias.len(), self.in_features);
-        if !crate::kernels::x86::avx2() || w == 0 || k == 0 || ROWS * w > SUMS {
-            return false;
-        }
-        let mut sums = [0i32; SUMS];
-        for (xs, outs) in x.chunks(ROWS * k).zip(out.chunks_mut(ROWS * out_width)) {
-            let sums = &mut sums[..xs.len() / k * w];
-            k8::linear(xs, self.weight, k, &mut |t, o, acc| sums[t * w + o] = acc);
-            epilogue(sums, outs);
-        }
-        true
-    }
-
     /// `out[t·W + o] = q.quantize(gelu(y))` (the self-attention blocks' fc1) on x86-64 hosts with
-    /// AVX2: see [`forward_rows_avx2`](Self::forward_rows_avx2).
+    /// AVX2: see [`forward_each_avx2`](Self::forward_each_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     pub(crate) fn forward_gelu_quantized_avx2(
         &self,
@@ -179,7 +148,7 @@ impl<'a> QLinear<'a> {
     }
 
     /// [`forward_quantized`](Self::forward_quantized) on x86-64 hosts with AVX2: see
-    /// [`forward_rows_avx2`](Self::forward_rows_avx2).
+    /// [`forward_each_avx2`](Self::forward_each_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     pub(crate) fn forward_quantized_avx2(
         &self,
@@ -192,14 +161,19 @@ impl<'a> QLinear<'a> {
     }
 
     /// [`forward_add`](Self::forward_add) on x86-64 hosts with AVX2: see
-    /// [`forward_rows_avx2`](Self::forward_rows_avx2).
+    /// [`forward_each_avx2`](Self::forward_each_avx2).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     pub(crate) fn forward_add_avx2(&self, x: &[i8], input_scale: f32, out: &mut [f32]) -> bool {
         self.forward_each_avx2(x, input_scale, out, |o, y| *o += y)
     }
 
-    /// `store(&mut out[t·W + o], y)` through [`forward_rows_avx2`](Self::forward_rows_avx2) and
-    /// [`rows_avx2`](Self::rows_avx2).
+    /// x86-64 hosts with AVX2: [`forward`](Self::forward) with `store(&mut out[t·W + o], y)`
+    /// applied to whole rows in an AVX2 loop instead of to one output at a time: the matmul's sums
+    /// of four rows go to a buffer on the stack, then [`rows_avx2`](Self::rows_avx2) runs the
+    /// scalar epilogue's operations over them lane by lane, so the same bits, eight lanes at a
+    /// time (at cait_xxs24_224's shape the scalar epilogues were about half of these layers'
+    /// time). `false`, having done nothing, without AVX2 or when four rows of `W` sums do not fit
+    /// the buffer.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[allow(unsafe_code)] // The call into the AVX2 build after run-time detection.
     fn forward_each_avx2<T>(
@@ -209,10 +183,20 @@ impl<'a> QLinear<'a> {
         out: &mut [T],
         store: impl Fn(&mut T, f32) + Copy,
     ) -> bool {
-        // SAFETY: `forward_rows_avx2` calls the epilogue only when the CPU has AVX2.
-        self.forward_rows_avx2(x, out, self.bias.len(), |sums, out| unsafe {
-            self.rows_avx2(sums, input_scale, out, store)
-        })
+        const ROWS: usize = 4;
+        const SUMS: usize = 4096;
+        let (w, k) = (self.bias.len(), self.in_features);
+        if !crate::kernels::x86::avx2() || w == 0 || k == 0 || ROWS * w > SUMS {
+            return false;
+        }
+        let mut sums = [0i32; SUMS];
+        for (xs, outs) in x.chunks(ROWS * k).zip(out.chunks_mut(ROWS * w)) {
+            let sums = &mut sums[..xs.len() / k * w];
+            k8::linear(xs, self.weight, k, &mut |t, o, acc| sums[t * w + o] = acc);
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { self.rows_avx2(sums, input_scale, outs, store) };
+        }
+        true
     }
 
     /// `store(&mut out[t·W + o], y)` for the rows of `W` sums in `sums`, compiled for AVX2 (with

@@ -152,11 +152,7 @@ fn tile_avx2<const R: usize, const C: usize>(
     let mut out = [[0i32; C]; R];
     for r in 0..R {
         for c in 0..C {
-            let v = acc[r][c];
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-            let mut sum = _mm_cvtsi128_si32(s);
+            let mut sum = lane_sum256(acc[r][c]);
             for j in n * 16..k {
                 sum += i32::from(x[r][j]) * i32::from(w[c][j]);
             }

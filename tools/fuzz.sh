@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target (crates/cait-pack/fuzz and crates/cait-quant/fuzz), one at a time,
-# for SECONDS_PER_TARGET seconds each (default 60), and prints per target the executions of this
-# run, executions per second, the total over every run recorded in the ledger, and the crashes
-# (0, or the artifact files libFuzzer wrote). Exits non-zero if any target crashed or failed.
+# Runs every cargo-fuzz target (crates/cait-pack/fuzz, crates/cait-import/fuzz and
+# crates/cait-data/fuzz), one at a time, for SECONDS_PER_TARGET seconds each (default 60), and
+# prints per target the executions of this run, executions per second, the total over every run
+# recorded in the ledger, and the crashes (0, or the artifact files libFuzzer wrote). Exits
+# non-zero if any target crashed or failed.
 #
 #   tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Each target starts from its committed seeds (cait-quant: fuzz/corpus/<target>; cait-pack: seeds
-# made by its fuzz_seeds example) and grows a scratch corpus under target/fuzz-corpus/, kept
-# between runs, so later runs start where earlier ones stopped. Logs and the ledger
+# Each target starts from its committed seeds (cait-import and cait-data: fuzz/corpus/<target>;
+# cait-pack: seeds made by its fuzz_seeds example) and grows a scratch corpus under
+# target/fuzz-corpus/, kept between runs, so later runs start where earlier ones stopped. Logs and the ledger
 # (runs.tsv: date, target, seconds, executions, crashes, sanitizer) are there too.
 #
 # Environment: FUZZ_WORK (scratch folder), FUZZ_SANITIZER (address, the default, or none),
@@ -32,10 +33,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # crate folder (relative to the root) and its targets, in the order they run.
-crates=("crates/cait-pack" "crates/cait-quant")
+crates=("crates/cait-pack" "crates/cait-import" "crates/cait-data")
 declare -A targets=(
     ["crates/cait-pack"]="pack_parse model_from_pack"
-    ["crates/cait-quant"]="pickle npy idx hub_config labels checkpoint image"
+    ["crates/cait-import"]="pickle hub_config checkpoint"
+    ["crates/cait-data"]="npy idx labels image"
 )
 
 wanted() {

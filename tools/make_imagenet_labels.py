@@ -1,5 +1,5 @@
-"""Writes crates/cait-quant/data/imagenet1k_labels.txt: ImageNet-1k class names in timm's class-index
-order (timm.data.ImageNetInfo descriptions), one per line. The file is committed; cait-quant bundles
+"""Writes crates/cait-import/data/imagenet1k_labels.txt: ImageNet-1k class names in timm's class-index
+order (timm.data.ImageNetInfo descriptions), one per line. The file is committed; cait-import bundles
 it for the ten published CaiT variants, whose heads are ImageNet-1k.
 
     pip install timm && python3 tools/make_imagenet_labels.py
@@ -8,7 +8,7 @@ import pathlib
 
 from timm.data import ImageNetInfo
 
-out = pathlib.Path(__file__).resolve().parent.parent / "crates/cait-quant/data/imagenet1k_labels.txt"
+out = pathlib.Path(__file__).resolve().parent.parent / "crates/cait-import/data/imagenet1k_labels.txt"
 info = ImageNetInfo()
 names = [info.index_to_description(i) for i in range(1000)]
 # ImageNet has a few repeated names ("crane", "maillot"): indices, not names, identify classes.

@@ -21,8 +21,8 @@ For every photo and every cfg in CFGS, timm's own eval pipeline (`timm.data.crea
 torchvision Resize/ResizeKeepRatio + CenterCrop on a PIL image) is run with the ToTensor/Normalize
 steps stripped off, and the uint8 PIL image that would be fed to ToTensor is saved as
 `<photo>_<cfg>.png` (mode RGB, or L for the 1-channel cfg: timm's dataset converts the decoded image to
-the model's `img_mode` before the transform). The Rust test (crates/cait-quant/tests/preprocess_pil.rs)
-runs `cait_quant::data::preprocess` on the same photo with the same cfg and compares pixel for pixel.
+the model's `img_mode` before the transform). The Rust test (crates/cait-data/tests/preprocess_pil.rs)
+runs `cait_data::preprocess` on the same photo with the same cfg and compares pixel for pixel.
 
 Logits: for `cait_xxs24_224` (the cfg `xxs24_224`, resolved by `timm.data.resolve_data_config` from the
 model's pretrained cfg: 224, crop_pct 1.0, bicubic, ImageNet mean/std), the weights of the fixture

@@ -167,45 +167,33 @@ pub enum Kind {
     Input,
 }
 
-/// The ten timm CaiT variants: (name, embed_dim, depth, heads, img_size, init_values).
-pub const TIMM_VARIANTS: [(&str, usize, usize, usize, usize, f64); 10] = [
-    ("cait_xxs24_224", 192, 24, 4, 224, 1e-5),
-    ("cait_xxs24_384", 192, 24, 4, 384, 1e-5),
-    ("cait_xxs36_224", 192, 36, 4, 224, 1e-5),
-    ("cait_xxs36_384", 192, 36, 4, 384, 1e-5),
-    ("cait_xs24_384", 288, 24, 6, 384, 1e-5),
-    ("cait_s24_224", 384, 24, 8, 224, 1e-5),
-    ("cait_s24_384", 384, 24, 8, 384, 1e-5),
-    ("cait_s36_384", 384, 36, 8, 384, 1e-6),
-    ("cait_m36_384", 768, 36, 16, 384, 1e-6),
-    ("cait_m48_448", 768, 48, 16, 448, 1e-6),
-];
-
 impl SynthSpec {
     pub fn num_patches(&self) -> usize {
         let g = self.img_size / self.patch_size;
         g * g
     }
 
-    /// A registered timm variant (patch 16, 3 channels, 1000 classes, token pool, MLP ratio 4).
+    /// A registered timm variant (`cait_pack::timm::VARIANTS`: patch 16, 3 channels, 1000
+    /// classes, token pool, MLP ratio 4).
     pub fn timm_variant(architecture: &str, seed: u64) -> Option<Self> {
-        let &(name, d, depth, h, img, _) = TIMM_VARIANTS.iter().find(|v| v.0 == architecture)?;
+        let v = cait_pack::timm::Variant::named(architecture)?;
+        let c = v.config();
         Some(Self {
-            name: name.to_string(),
+            name: v.name.to_string(),
             seed,
-            architecture: name.to_string(),
-            img_size: img,
-            patch_size: 16,
-            in_chans: 3,
-            num_classes: 1000,
+            architecture: v.name.to_string(),
+            img_size: c.img_size[0] as usize,
+            patch_size: c.patch_size as usize,
+            in_chans: c.in_chans as usize,
+            num_classes: c.num_classes as usize,
             global_pool: Pool::Token,
-            embed_dim: d,
-            depth,
-            num_heads: h,
-            mlp_hidden: 4 * d,
-            depth_token_only: 2,
-            mlp_hidden_token_only: 4 * d,
-            qkv_bias: true,
+            embed_dim: c.embed_dim as usize,
+            depth: c.depth as usize,
+            num_heads: c.num_heads as usize,
+            mlp_hidden: c.mlp_hidden_dim as usize,
+            depth_token_only: c.depth_token_only as usize,
+            mlp_hidden_token_only: c.mlp_hidden_dim_token_only as usize,
+            qkv_bias: c.qkv_bias,
         })
     }
 
@@ -695,24 +683,13 @@ mod tests {
 
     #[test]
     fn timm_variant_param_counts() {
-        // sum(p.numel() for p in timm.create_model(name).parameters()), timm 1.0.31
-        let want = [
-            ("cait_xxs24_224", 11_956_264usize),
-            ("cait_xxs24_384", 12_029_224),
-            ("cait_xxs36_224", 17_299_720),
-            ("cait_xxs36_384", 17_372_680),
-            ("cait_xs24_384", 26_670_088),
-            ("cait_s24_224", 46_916_200),
-            ("cait_s24_384", 47_062_120),
-            ("cait_s36_384", 68_366_632),
-            ("cait_m36_384", 271_221_352),
-            ("cait_m48_448", 356_460_520),
-        ];
-        for (name, n) in want {
+        // timm's own counts are checked on the presets (cait_pack::timm's tests).
+        for v in &cait_pack::timm::VARIANTS {
             assert_eq!(
-                SynthSpec::timm_variant(name, 0).unwrap().param_count(),
-                n,
-                "{name}"
+                SynthSpec::timm_variant(v.name, 0).unwrap().param_count() as u64,
+                v.config().num_params(),
+                "{}",
+                v.name
             );
         }
     }

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 use cait_burn::{BackendKind, Reference};
 use cait_core::Model;
+use cait_data::progress::Silent;
+use cait_data::{DataOptions, Dataset, Split};
+use cait_import::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
 use cait_pack::Pack;
-use cait_quant::data::{self, DataOptions, Dataset, Split};
-use cait_quant::quantize::{self, Int8Options, Silent};
-use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_quant::Int8Options;
 use cait_tests::argmax;
 
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -119,7 +120,7 @@ fn fashion_mnist_f32_f16_int8() {
     );
     let ckpt = load_checkpoint(&model_dir, &ImportOptions::default()).unwrap();
     let (cfg, pre) = (ckpt.config, ckpt.preprocess);
-    let test = data::load(
+    let test = cait_data::load(
         Path::new(FASHION_MNIST),
         &DataOptions::default(),
         &cfg,
@@ -133,17 +134,17 @@ fn fashion_mnist_f32_f16_int8() {
         limit: Some(4096),
         ..DataOptions::default()
     };
-    let calib = data::load(Path::new(FASHION_MNIST), &calib_opts, &cfg, &pre).unwrap();
+    let calib = cait_data::load(Path::new(FASHION_MNIST), &calib_opts, &cfg, &pre).unwrap();
 
     let reference = reference_logits(&ckpt, &test);
     let f32_logits = core_logits(&write_pack_f32(&ckpt).unwrap(), &test);
-    let f16 = quantize::quantize_f16(&ckpt, None, 2, &Silent).unwrap();
+    let f16 = cait_quant::quantize_f16(&ckpt, None, 2, &Silent).unwrap();
     let f16_logits = core_logits(&f16.bytes, &test);
     let int8_opts = Int8Options {
         select_images: 0,
         ..Int8Options::default()
     };
-    let int8 = quantize::quantize_int8(&ckpt, &calib, &int8_opts, &Silent).unwrap();
+    let int8 = cait_quant::quantize_int8(&ckpt, &calib, &int8_opts, &Silent).unwrap();
     let int8_logits = core_logits(&int8.bytes, &test);
 
     let max_abs = f32_logits

@@ -6,9 +6,10 @@
 //! `cargo run --release -p cait-quant --example int8_family -- --img 224` measures the same family at
 //! full size.
 
-use cait_quant::data::Dataset;
-use cait_quant::quantize::{self, Int8Options, Silent};
-use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_data::Dataset;
+use cait_data::progress::Silent;
+use cait_import::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_quant::{Budget, Int8Options};
 use cait_tests::family::{self, Member};
 use cait_tests::logits::{compare, run_pack};
 
@@ -46,7 +47,7 @@ fn check(name: &str) {
     let m = family::member(name, IMG).unwrap();
     let (ckpt, _dir) = checkpoint(&m);
     let calib = dataset(&m, "calibration", CALIB);
-    let q = quantize::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
+    let q = cait_quant::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
     let test = dataset(&m, "test", TEST);
     let float = run_pack(&write_pack_f32(&ckpt).unwrap(), &test.images);
     let a = compare(&float, &run_pack(&q.bytes, &test.images));
@@ -122,17 +123,17 @@ fn a_sqnr_budget_is_met_on_held_out_images_of_an_outlier_member() {
     let m = family::member(name, IMG).unwrap();
     let (ckpt, _dir) = checkpoint(&m);
     let calib = dataset(&m, "calibration", CALIB);
-    let plain = quantize::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
+    let plain = cait_quant::quantize_int8(&ckpt, &calib, &Int8Options::default(), &Silent).unwrap();
     let plain_db = plain.report.logit_sqnr_db.unwrap();
     assert!(
         plain_db < BUDGET_DB,
         "{name}: all-int8 already reaches {plain_db:.2} dB"
     );
     let opts = Int8Options {
-        budget: Some(quantize::Budget::MinSqnr(BUDGET_DB)),
+        budget: Some(Budget::MinSqnr(BUDGET_DB)),
         ..Int8Options::default()
     };
-    let q = quantize::quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
+    let q = cait_quant::quantize_int8(&ckpt, &calib, &opts, &Silent).unwrap();
     let mixed = q.report.mixed.as_ref().unwrap();
     let test = dataset(&m, "test", TEST);
     let float = run_pack(&write_pack_f32(&ckpt).unwrap(), &test.images);

@@ -7,12 +7,11 @@
 use std::path::PathBuf;
 
 use cait_core::workspace_bytes;
+use cait_data::Dataset;
+use cait_data::progress::Silent;
+use cait_import::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
 use cait_pack::{Pack, Precision};
-use cait_quant::data::Dataset;
-use cait_quant::quantize::{
-    self, AttnMode, CalibMethod, Int8Options, Quantized, Silent, Smoothing,
-};
-use cait_quant::{Checkpoint, ImportOptions, load_checkpoint, write_pack_f32};
+use cait_quant::{AttnMode, CalibMethod, Int8Options, Quantized, Smoothing};
 use cait_tests::logits::run_pack as run;
 use cait_tests::synth::{self, Kind, SynthSpec};
 
@@ -97,7 +96,7 @@ fn int8(fx: &Fixture, calib: usize, select: usize) -> Quantized {
         ..Int8Options::default()
     };
     let data = calibration(&fx.spec, calib, "calibration");
-    quantize::quantize_int8(&fx.ckpt, &data, &opts, &Silent).unwrap()
+    cait_quant::quantize_int8(&fx.ckpt, &data, &opts, &Silent).unwrap()
 }
 
 fn tensor_bytes(bytes: &[u8]) -> usize {
@@ -113,7 +112,7 @@ fn f16_and_int8_packs_match_timm() {
     for name in synth::fixture_names() {
         let fx = load(&name);
         let big = fx.spec.param_count() > 1_000_000;
-        let f16 = quantize::quantize_f16(&fx.ckpt, None, 2, &Silent).unwrap();
+        let f16 = cait_quant::quantize_f16(&fx.ckpt, None, 2, &Silent).unwrap();
         let c16 = worst_cosine(&run(&f16.bytes, &fx.input), &fx.timm);
         let (calib, select) = if big { (8, 4) } else { (64, 32) };
         let q = int8(&fx, calib, select);
@@ -145,7 +144,7 @@ fn pack_sizes_and_int8_workspace() {
     for name in ["xxs24_224", "wide288"] {
         let fx = load(name);
         let f32_bytes = tensor_bytes(&write_pack_f32(&fx.ckpt).unwrap());
-        let f16 = quantize::quantize_f16(&fx.ckpt, None, 2, &Silent).unwrap();
+        let f16 = cait_quant::quantize_f16(&fx.ckpt, None, 2, &Silent).unwrap();
         // Sizes do not depend on the calibration: the fewest images the held-out split takes
         // (8: 4 fit, 2 select, 2 report), no choices measured.
         let opts = Int8Options {
@@ -156,7 +155,7 @@ fn pack_sizes_and_int8_workspace() {
             ..Int8Options::default()
         };
         let data = calibration(&fx.spec, 8, "calibration");
-        let q = quantize::quantize_int8(&fx.ckpt, &data, &opts, &Silent).unwrap();
+        let q = cait_quant::quantize_int8(&fx.ckpt, &data, &opts, &Silent).unwrap();
         let (r16, r8) = (
             f16.bytes.len() as f64 / f32_bytes as f64,
             q.bytes.len() as f64 / f32_bytes as f64,
@@ -248,7 +247,7 @@ fn outlier_channels_need_smoothing() {
         av: Some(AttnMode::Int8),
         ..Int8Options::default()
     };
-    let naive = quantize::quantize_int8(&ckpt, &data, &naive, &Silent).unwrap();
+    let naive = cait_quant::quantize_int8(&ckpt, &data, &naive, &Silent).unwrap();
     // Smoothing measured (off, alpha 0.5, alpha 1); the rest fixed to keep the test short.
     let ours = Int8Options {
         method: Some(CalibMethod::Percentile),
@@ -257,7 +256,7 @@ fn outlier_channels_need_smoothing() {
         select_images: 8,
         ..Int8Options::default()
     };
-    let ours = quantize::quantize_int8(&ckpt, &data, &ours, &Silent).unwrap();
+    let ours = cait_quant::quantize_int8(&ckpt, &data, &ours, &Silent).unwrap();
     let c_naive = worst_cosine(&run(&naive.bytes, &input), &want);
     let c_ours = worst_cosine(&run(&ours.bytes, &input), &want);
     let smoothing = &ours.report.choices[1];

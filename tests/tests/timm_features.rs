@@ -1,4 +1,4 @@
-//! Library path (cait-quant import → cait-pack f32 pack → cait-core) against timm's pre-logits
+//! Library path (cait-import → cait-pack f32 pack → cait-core) against timm's pre-logits
 //! features and logits for every golden fixture, plus agreement between the crates' views of a CaiT.
 //!
 //! Tolerance 1e-4 max abs (DESIGN.md's bound for f32 packs against timm); timm's own f32 vs f64
@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use cait_core::{Model, Outputs, workspace_bytes};
+use cait_import::{ImportOptions, load_checkpoint, write_pack_f32};
 use cait_pack::{GlobalPool, Pack};
-use cait_quant::{ImportOptions, load_checkpoint, write_pack_f32};
 use cait_tests::synth::{self, SynthSpec};
 
 const TOL: f32 = 1e-4;

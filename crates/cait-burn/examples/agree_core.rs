@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use cait_burn::{BackendKind, Reference};
 use cait_core::{Model, Outputs, workspace_bytes};
+use cait_data::{DataOptions, Split, load};
+use cait_import::{ImportOptions, load_checkpoint, write_pack_f32};
 use cait_pack::Pack;
-use cait_quant::data::{DataOptions, Split, load};
-use cait_quant::{ImportOptions, load_checkpoint, write_pack_f32};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

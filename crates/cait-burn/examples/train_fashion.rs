@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use cait_burn::BackendKind;
 use cait_burn::train::{Event, TrainConfig, TrainData, train};
+use cait_data::{DataOptions, Split, load};
 use cait_pack::{GlobalPool, ModelConfig, Precision};
-use cait_quant::data::{DataOptions, Split, load};
 
 fn main() {
     if let Err(e) = run() {
@@ -87,7 +87,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         global_pool: GlobalPool::Token,
     };
     model.validate().map_err(|e| format!("{e:?}"))?;
-    let mut pre = cait_quant::default_preprocess(&model);
+    let mut pre = cait_pack::timm::default_preprocess(&model);
     // Fashion-MNIST training-set statistics.
     pre.mean[0] = 0.2860;
     pre.std[0] = 0.3530;

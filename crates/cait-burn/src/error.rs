@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use cait_quant::ImportError;
+use cait_import::ImportError;
 
 use crate::BackendKind;
 

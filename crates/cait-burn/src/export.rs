@@ -1,6 +1,6 @@
 //! Writing a model as a timm hub folder: `model.safetensors` with timm's key names and layout
 //! (burn's `BurnToPyTorchAdapter`) and timm's `config.json` (`save_for_hf` format), so that
-//! `timm.create_model(architecture, **model_args)` + `load_state_dict` and cait-quant's import
+//! `timm.create_model(architecture, **model_args)` + `load_state_dict` and cait-import's import
 //! both read it.
 
 use std::path::{Path, PathBuf};

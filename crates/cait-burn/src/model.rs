@@ -8,8 +8,8 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
+use cait_import::Tensor as HostTensor;
 use cait_pack::{GlobalPool, ModelConfig};
-use cait_quant::Tensor as HostTensor;
 
 use crate::attention::{ClassAttn, TalkingHeadAttn};
 use crate::blocks::{LayerScaleBlock, LayerScaleBlockClassAttn, Mlp};

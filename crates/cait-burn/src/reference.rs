@@ -7,8 +7,8 @@ use burn::store::{
     SafetensorsStore,
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use cait_import::{Checkpoint, CheckpointFormat, ImportOptions, load_checkpoint};
 use cait_pack::{ModelConfig, Preprocess};
-use cait_quant::{Checkpoint, CheckpointFormat, ImportOptions, load_checkpoint};
 
 use crate::model::{Cait, ParamSource};
 use crate::{BackendKind, Error};
@@ -27,7 +27,7 @@ pub enum WeightSource {
         /// `model`, `state_dict` ..., or none.
         top_level_key: Option<String>,
     },
-    /// burn's stores could not read the file; the tensors cait-quant imported were used instead.
+    /// burn's stores could not read the file; the tensors cait-import imported were used instead.
     Imported {
         /// Why the store failed.
         reason: String,
@@ -57,7 +57,7 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Loads a timm checkpoint (file or hub folder): cait-quant imports and checks it (config,
+    /// Loads a timm checkpoint (file or hub folder): cait-import imports and checks it (config,
     /// preprocessing, labels), then burn's store applies the weights to the module; where the
     /// store cannot read the file the imported tensors are used ([`WeightSource::Imported`]).
     pub fn load(
@@ -242,7 +242,7 @@ fn apply_store(model: &mut Cait, ckpt: &Checkpoint) -> Result<WeightSource, Stri
             Ok(WeightSource::SafetensorsStore)
         }
         CheckpointFormat::TorchZip => {
-            // Where timm's checkpoint_filter_fn and cait-quant look for the state dict.
+            // Where timm's checkpoint_filter_fn and cait-import look for the state dict.
             let mut first_error = None;
             for key in [
                 None,

@@ -5,8 +5,8 @@ mod common;
 
 use cait_burn::{BackendKind, Reference};
 use cait_core::{AttentionSink, Model, Outputs, workspace_bytes};
+use cait_import::{ImportOptions, load_checkpoint, write_pack_f32};
 use cait_pack::Pack;
-use cait_quant::{ImportOptions, load_checkpoint, write_pack_f32};
 use common::{fixture, max_abs, npy};
 
 struct Rows(Vec<(usize, usize, Vec<f32>)>);

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use cait_burn::{BackendKind, Reference, WeightSource};
-use cait_quant::ImportOptions;
+use cait_import::ImportOptions;
 use cait_tests::synth::{self, SynthSpec};
 use common::{COMMITTED, fixture, max_abs, npy};
 

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use cait_burn::train::{Event, TrainConfig, TrainData, train};
 use cait_burn::{BackendKind, Error, Reference};
+use cait_import::{ImportOptions, load_checkpoint};
 use cait_pack::{GlobalPool, ModelConfig};
-use cait_quant::{ImportOptions, load_checkpoint};
 
 const SIDE: usize = 8;
 const CLASSES: usize = 4;
@@ -58,7 +58,7 @@ fn dataset(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
 
 fn config(output: &Path) -> TrainConfig {
     let cfg = model_config();
-    let mut preprocess = cait_quant::default_preprocess(&cfg);
+    let mut preprocess = cait_pack::timm::default_preprocess(&cfg);
     preprocess.mean[0] = 0.5;
     preprocess.std[0] = 0.25;
     let mut t = TrainConfig::new(cfg, preprocess, output.to_path_buf());

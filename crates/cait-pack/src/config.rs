@@ -618,28 +618,9 @@ impl Iterator for Tensors {
 mod tests {
     use super::*;
 
-    /// timm's `cait_xxs24_224`.
+    /// timm's `cait_xxs24_224` (its parameter count: `timm::tests`).
     fn xxs24_224() -> ModelConfig {
-        ModelConfig {
-            img_size: [224, 224],
-            patch_size: 16,
-            in_chans: 3,
-            num_classes: 1000,
-            embed_dim: 192,
-            depth: 24,
-            num_heads: 4,
-            mlp_hidden_dim: 768,
-            depth_token_only: 2,
-            mlp_hidden_dim_token_only: 768,
-            qkv_bias: true,
-            global_pool: GlobalPool::Token,
-        }
-    }
-
-    #[test]
-    fn xxs24_224_has_timms_parameter_count() {
-        // timm: sum(p.numel() for p in create_model('cait_xxs24_224').parameters())
-        assert_eq!(xxs24_224().num_params(), 11_956_264);
+        crate::timm::VARIANTS[0].config()
     }
 
     #[test]

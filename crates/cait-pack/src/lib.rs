@@ -19,6 +19,7 @@ mod crc32;
 mod error;
 pub mod int8;
 mod reader;
+pub mod timm;
 #[cfg(any(test, feature = "std"))]
 mod writer;
 
@@ -349,16 +350,18 @@ impl Preprocess {
     }
 
     /// The pretrained cfg of every timm `cait_*` model for a `[channels, height, width]` input:
-    /// bicubic resize, `crop_pct` 1.0, ImageNet mean/std (timm's `IMAGENET_DEFAULT_MEAN`/`_STD`).
+    /// bicubic resize, `crop_pct` 1.0, ImageNet mean/std ([`timm::IMAGENET_DEFAULT_MEAN`] /
+    /// [`STD`](timm::IMAGENET_DEFAULT_STD), three channels; [`timm::default_preprocess`] fits them
+    /// to a model's channel count).
     pub const fn imagenet(input_size: [u32; 3]) -> Preprocess {
         let mut mean = [0.0; MAX_NORM_CHANNELS];
         let mut std = [0.0; MAX_NORM_CHANNELS];
-        mean[0] = 0.485;
-        mean[1] = 0.456;
-        mean[2] = 0.406;
-        std[0] = 0.229;
-        std[1] = 0.224;
-        std[2] = 0.225;
+        let mut c = 0;
+        while c < 3 {
+            mean[c] = timm::IMAGENET_DEFAULT_MEAN[c] as f32;
+            std[c] = timm::IMAGENET_DEFAULT_STD[c] as f32;
+            c += 1;
+        }
         Preprocess {
             input_size,
             interpolation: Interpolation::Bicubic,

@@ -17,11 +17,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cait_quant::data::Dataset;
-use cait_quant::quantize::{
-    self, ActivationScales, AttnMode, CalibMethod, ClassPath, Int8Options, Silent, Smoothing,
+use cait_data::progress::Silent;
+use cait_data::{Dataset, npy};
+use cait_import::{ImportOptions, load_checkpoint, write_pack_f32};
+use cait_quant::{
+    ActivationScales, AttnMode, Budget, CalibMethod, ClassPath, Int8Options, Smoothing,
+    quantize_int8,
 };
-use cait_quant::{ImportOptions, load_checkpoint, npy, write_pack_f32};
 use cait_tests::family::{self, Member};
 use cait_tests::logits::{compare, run_pack};
 
@@ -185,7 +187,7 @@ fn main() {
         let opts = Int8Options {
             method: args.method,
             smoothing: args.smoothing,
-            budget: args.min_sqnr.map(quantize::Budget::MinSqnr),
+            budget: args.min_sqnr.map(Budget::MinSqnr),
             class_path: args.class_path,
             activation_scales: args.activation_scales,
             qk: args.qk,
@@ -193,7 +195,7 @@ fn main() {
             ..Int8Options::default()
         };
         let t = Instant::now();
-        let q = quantize::quantize_int8(&ckpt, &calib, &opts, &Silent).expect("quantize");
+        let q = quantize_int8(&ckpt, &calib, &opts, &Silent).expect("quantize");
         let secs = t.elapsed().as_secs_f64();
         let float = run_pack(&write_pack_f32(&ckpt).expect("f32 pack"), &test.images);
         let a = compare(&float, &run_pack(&q.bytes, &test.images));

@@ -400,7 +400,7 @@ fn save(img: &RgbImage, base: &Path, suffix: &str) -> Result<()> {
 
 fn write_npy(base: &Path, suffix: &str, shape: &[usize], data: &[f32]) -> Result<()> {
     let path = with_suffix(base, suffix);
-    cait_quant::npy::write_f32(&path, shape, data)
+    cait_data::npy::write_f32(&path, shape, data)
         .with_context(|| format!("writing {}", path.display()))
 }
 

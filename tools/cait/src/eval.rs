@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use cait_data::{ClassMap, DataOptions, Dataset, Split};
 use cait_pack::Pack;
-use cait_quant::data::{self, ClassMap, DataOptions, Dataset, Split};
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         labels: args.labels.clone(),
         limit: args.limit,
     };
-    let mut dataset = data::load_with_progress(
+    let mut dataset = cait_data::load_with_progress(
         &args.data,
         &opts,
         &cfg,
@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_labels: Vec<&str> = pack.labels().iter().collect();
     let folder_names = dataset.class_names.clone();
     if let (ClassMap::Unmatched(missing), Some(names)) = (
-        data::map_classes(&mut dataset, &model_labels),
+        cait_data::map_classes(&mut dataset, &model_labels),
         &folder_names,
     ) {
         let mapping: Vec<String> = names
@@ -192,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
             let bar = progress::bar(dataset.n as u64, "reference");
             let want = logits_of(r, &r.pack()?, &dataset, Backend::Core, threads, &bar)?;
             bar.finish_and_clear();
-            Some(cait_quant::quantize::logit_agreement(
+            Some(cait_quant::logit_agreement(
                 want.chunks_exact(classes).zip(logits.chunks_exact(classes)),
             ))
         }
@@ -201,7 +201,7 @@ pub fn run(args: Args) -> Result<()> {
     // Written after the scores are printed: a failed write does not lose them.
     let save = || -> Result<()> {
         if let Some(path) = &args.save_logits {
-            cait_quant::npy::write_f32(path, &[dataset.n, classes], &logits)
+            cait_data::npy::write_f32(path, &[dataset.n, classes], &logits)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
@@ -232,7 +232,7 @@ pub fn run(args: Args) -> Result<()> {
             "images_per_s": dataset.n as f64 / seconds,
             "class_names": names,
         });
-        if data::is_idx_folder(&args.data, opts.split) {
+        if cait_data::is_idx_folder(&args.data, opts.split) {
             v["split"] = json!(match opts.split {
                 Split::Train => "train",
                 Split::Test => "test",

@@ -1,12 +1,12 @@
 //! Inputs: normalized `.npy` batches taken as they are, 8-bit `.npy` frames normalized with the
 //! pack's mean and std, or image files preprocessed as the model's pretrained cfg says
-//! (`cait_quant::data::load_image`: timm's eval transform).
+//! (`cait_data::load_image`: timm's eval transform).
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use cait_data::npy::Elements;
 use cait_pack::{ModelConfig, Preprocess};
-use cait_quant::npy::Elements;
 
 /// One network input `[C, H, W]` and a name to report it by.
 pub struct Input {
@@ -25,7 +25,7 @@ pub fn load_inputs(
     for path in paths {
         let path = path.as_ref();
         if path.is_dir() {
-            let found = cait_quant::data::image_files(path)?;
+            let found = cait_data::image_files(path)?;
             if found.is_empty() {
                 bail!("{}: the folder holds no PNG or JPEG image", path.display());
             }
@@ -38,8 +38,7 @@ pub fn load_inputs(
     // The image files decode on every core at once (a bar shows on a terminal); the .npy batches
     // are read as they come, and the inputs keep the order given.
     let images: Vec<_> = files.iter().filter(|p| !is_npy(p)).cloned().collect();
-    let decoded =
-        cait_quant::data::load_images(&images, cfg, pre, &crate::progress::Bars::default())?;
+    let decoded = cait_data::load_images(&images, cfg, pre, &crate::progress::Bars::default())?;
     let per = (cfg.in_chans * cfg.img_size[0] * cfg.img_size[1]) as usize;
     let mut decoded = decoded.chunks_exact(per);
     let mut out = Vec::new();
@@ -67,7 +66,7 @@ pub enum NpyBatch {
 
 /// Reads a `.npy` batch and checks it against the model: its image count and its elements.
 pub fn read_npy(path: &Path, cfg: &ModelConfig) -> Result<(usize, NpyBatch)> {
-    let (shape, elements) = cait_quant::npy::read_images(path)?;
+    let (shape, elements) = cait_data::npy::read_images(path)?;
     let [c, h, w] = [
         cfg.in_chans as usize,
         cfg.img_size[0] as usize,
@@ -102,7 +101,7 @@ pub fn read_npy(path: &Path, cfg: &ModelConfig) -> Result<(usize, NpyBatch)> {
         );
     }
     if let NpyBatch::Normalized(data) = &data {
-        cait_quant::data::check_finite(path, data, [c, h, w])?;
+        cait_data::check_finite(path, data, [c, h, w])?;
     }
     Ok((batch, data))
 }

@@ -42,9 +42,7 @@ fn config_json(c: &ModelConfig) -> Value {
 
 /// What quantization recorded, as numbers where it measured numbers; `null` for f32 weights.
 fn quantization(pack: &Pack<'_>) -> Value {
-    use cait_quant::quantize::{
-        META_HELD_OUT_AGREEMENT, META_HELD_OUT_IMAGES, META_HELD_OUT_SQNR_DB,
-    };
+    use cait_quant::{META_HELD_OUT_AGREEMENT, META_HELD_OUT_IMAGES, META_HELD_OUT_SQNR_DB};
     let meta = pack.metadata();
     let number = |key: &str| meta.get(key).and_then(|v| v.parse::<f64>().ok());
     let text = |key: &str| meta.get(key);
@@ -150,8 +148,8 @@ pub fn run(args: Args) -> Result<()> {
             json!({
                 "format": ckpt.format.as_str(),
                 "config_source": match &ckpt.config_source {
-                    cait_quant::ConfigSource::HubConfig(path) => path.display().to_string(),
-                    cait_quant::ConfigSource::Inferred => "inferred from tensor shapes".to_owned(),
+                    cait_import::ConfigSource::HubConfig(path) => path.display().to_string(),
+                    cait_import::ConfigSource::Inferred => "inferred from tensor shapes".to_owned(),
                 },
                 "source": ckpt.source.display().to_string(),
                 "file_bytes": std::fs::metadata(&ckpt.source)?.len(),

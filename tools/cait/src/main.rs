@@ -1,7 +1,8 @@
 //! `cait`: inspect, quantize and run CaiT models on the host.
 //!
-//! A thin command-line layer over `cait-quant` (checkpoint import), `cait-pack` (the `.cait` format)
-//! and `cait-core` (the engine). Errors print one line and exit with status 1.
+//! A thin command-line layer over `cait-import` (checkpoint import), `cait-data` (datasets and
+//! preprocessing), `cait-quant` (quantization), `cait-pack` (the `.cait` format) and `cait-core`
+//! (the engine). Errors print one line and exit with status 1.
 
 mod attention;
 mod bench;
@@ -131,12 +132,12 @@ fn quiet_headless_vulkan() {
     }
 }
 
-/// An image decoder's panic on a corrupt file is caught by cait-quant and reported as that file's
+/// An image decoder's panic on a corrupt file is caught by cait-data and reported as that file's
 /// error; the default hook would still print the panic and a backtrace hint first.
 fn quiet_decoder_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !cait_quant::data::decoding() {
+        if !cait_data::decoding() {
             default(info)
         }
     }));

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use cait_import::{Checkpoint, ImportOptions};
 use cait_pack::{GlobalPool, Interpolation, Pack};
-use cait_quant::{Checkpoint, ImportOptions};
 
 use crate::{Backend, ModelArgs};
 
@@ -149,7 +149,7 @@ pub fn load_path(
     if !path.exists() {
         bail!("{}: no such file or directory", path.display());
     }
-    if path.is_file() && cait_quant::is_pack(path) {
+    if path.is_file() && cait_import::is_pack(path) {
         if pool.is_some() {
             bail!("--global-pool applies to checkpoints; a pack records its pooling");
         }
@@ -162,7 +162,7 @@ pub fn load_path(
         let bytes = AlignedBytes::copy_from(&raw);
         let pack = Pack::parse(bytes.bytes())
             .with_context(|| format!("{}: invalid pack", path.display()))?;
-        if let Some(guessed) = pack.metadata().get(cait_quant::META_GUESSED) {
+        if let Some(guessed) = pack.metadata().get(cait_import::META_GUESSED) {
             eprintln!(
                 "warning: {}: its {guessed} were guessed when it was made (no config.json); if they are not the model's, re-make it with cait quantize and the right --global-pool / --mean / --std / --crop-pct / --interpolation",
                 path.display()
@@ -175,7 +175,7 @@ pub fn load_path(
         });
     }
     let opts = ImportOptions { global_pool: pool };
-    let mut ckpt = cait_quant::load_checkpoint(path, &opts)?;
+    let mut ckpt = cait_import::load_checkpoint(path, &opts)?;
     ckpt.set_preprocess(
         preprocess.mean.as_deref(),
         preprocess.std.as_deref(),
@@ -188,7 +188,7 @@ pub fn load_path(
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     warn_guessed(path, &ckpt);
-    let raw = cait_quant::write_pack_f32(&ckpt)?;
+    let raw = cait_import::write_pack_f32(&ckpt)?;
     let bytes = AlignedBytes::copy_from(&raw);
     Pack::parse(bytes.bytes()).context("the imported checkpoint did not make a valid pack")?;
     Ok(LoadedModel {

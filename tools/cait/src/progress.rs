@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use cait_quant::progress::Progress;
+use cait_data::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar for `len` items of a job named `what`.
@@ -30,8 +30,8 @@ pub fn spinner(what: String) -> ProgressBar {
     spinner
 }
 
-/// A bar per phase of cait-quant's work (decoding a folder, calibrating, measuring), ticked from
-/// its worker threads.
+/// A bar per phase of cait-data's and cait-quant's work (decoding a folder, calibrating,
+/// measuring), ticked from their worker threads.
 #[derive(Default)]
 pub struct Bars(Mutex<Option<ProgressBar>>);
 

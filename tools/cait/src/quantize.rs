@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use cait_quant::data::{self, DataOptions, Split};
-use cait_quant::quantize::{self, AttnMode, Budget, CalibMethod, Int8Options, Smoothing};
+use cait_data::{DataOptions, Split};
+use cait_quant::{AttnMode, Budget, CalibMethod, Int8Options, Smoothing};
 use clap::ValueEnum;
 use serde_json::json;
 
@@ -211,11 +211,11 @@ pub fn run(args: Args) -> Result<()> {
                 labels: None,
                 limit: Some(limit),
             };
-            let mut set = data::load_with_progress(path, &opts, &ckpt.config, &ckpt.preprocess, &progress::Bars::default())
+            let mut set = cait_data::load_with_progress(path, &opts, &ckpt.config, &ckpt.preprocess, &progress::Bars::default())
                 .with_context(|| format!("{what} {}", path.display()))?;
             // --max-drop scores labels: class sub-folders are the model's classes by name.
             let labels: Vec<&str> = ckpt.labels.iter().flatten().map(String::as_str).collect();
-            if let data::ClassMap::Unmatched(missing) = data::map_classes(&mut set, &labels)
+            if let cait_data::ClassMap::Unmatched(missing) = cait_data::map_classes(&mut set, &labels)
                 && args.max_drop.is_some()
             {
                 eprintln!(
@@ -244,7 +244,7 @@ pub fn run(args: Args) -> Result<()> {
     let (bytes, report) = match args.precision {
         PrecisionArg::F32 => (loaded.bytes().to_vec(), None),
         PrecisionArg::F16 => {
-            let q = quantize::quantize_f16(ckpt, calib.as_ref(), threads, &bars)
+            let q = cait_quant::quantize_f16(ckpt, calib.as_ref(), threads, &bars)
                 .context("f16 quantization")?;
             (q.bytes, Some(q.report))
         }
@@ -270,18 +270,18 @@ pub fn run(args: Args) -> Result<()> {
                     .unwrap_or_default(),
                 budget,
                 class_path: match args.class_path {
-                    ClassPathArg::Dynamic => quantize::ClassPath::Dynamic,
-                    ClassPathArg::Static => quantize::ClassPath::Static,
+                    ClassPathArg::Dynamic => cait_quant::ClassPath::Dynamic,
+                    ClassPathArg::Static => cait_quant::ClassPath::Static,
                 },
                 activation_scales: match args.activation_scales {
                     ScalesArg::Auto => None,
-                    ScalesArg::Static => Some(quantize::ActivationScales::Static),
-                    ScalesArg::Dynamic => Some(quantize::ActivationScales::Dynamic),
+                    ScalesArg::Static => Some(cait_quant::ActivationScales::Static),
+                    ScalesArg::Dynamic => Some(cait_quant::ActivationScales::Dynamic),
                 },
             };
             let calib = calib.as_ref().context("int8 needs --calib")?;
-            let q =
-                quantize::quantize_int8(ckpt, calib, &opts, &bars).context("int8 quantization")?;
+            let q = cait_quant::quantize_int8(ckpt, calib, &opts, &bars)
+                .context("int8 quantization")?;
             (q.bytes, Some(q.report))
         }
     };

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cait_burn::BackendKind;
 use cait_burn::train::{Event, TrainConfig, TrainData, train};
+use cait_data::{DataOptions, Dataset, Split};
+use cait_import::ImportOptions;
 use cait_pack::{GlobalPool, MAX_NORM_CHANNELS, ModelConfig, Preprocess};
-use cait_quant::ImportOptions;
-use cait_quant::data::{self, DataOptions, Dataset, Split};
 use indicatif::ProgressBar;
 
 use crate::progress;
@@ -198,7 +198,7 @@ pub fn run(args: Args) -> Result<()> {
     // the data.
     let (model, pre, mut train_set) = match &args.finetune {
         Some(path) => {
-            let ckpt = cait_quant::load_checkpoint(path, &ImportOptions::default())
+            let ckpt = cait_import::load_checkpoint(path, &ImportOptions::default())
                 .with_context(|| format!("--finetune {}", path.display()))?;
             let mut cfg = ckpt.config;
             let pre = ckpt.preprocess;
@@ -212,7 +212,7 @@ pub fn run(args: Args) -> Result<()> {
         None => {
             let mut cfg = fresh_config(&args, &args.data, is_idx)?;
             // Load un-normalized ([0, 1]) to measure mean/std unless given.
-            let mut raw = cait_quant::default_preprocess(&cfg);
+            let mut raw = cait_pack::timm::default_preprocess(&cfg);
             raw.norm_channels = cfg.in_chans.min(MAX_NORM_CHANNELS as u32) as u8;
             raw.mean = [0.0; MAX_NORM_CHANNELS];
             raw.std = [1.0; MAX_NORM_CHANNELS];
@@ -400,7 +400,7 @@ fn load_split(
         labels: args.labels.clone(),
         limit: args.limit,
     };
-    Ok(data::load_with_progress(
+    Ok(cait_data::load_with_progress(
         path,
         &opts,
         cfg,
@@ -421,7 +421,7 @@ fn load_eval(
         labels,
         limit: args.eval_limit,
     };
-    data::load_with_progress(path, &opts, cfg, pre, &progress::Bars::default())
+    cait_data::load_with_progress(path, &opts, cfg, pre, &progress::Bars::default())
         .with_context(|| format!("eval data {}", path.display()))
 }
 
@@ -431,7 +431,7 @@ fn fresh_config(args: &Args, data: &Path, is_idx: bool) -> Result<ModelConfig> {
         (28, 1)
     } else if data.is_file() {
         let (shape, _) =
-            cait_quant::npy::read_f32(data).with_context(|| format!("{}", data.display()))?;
+            cait_data::npy::read_f32(data).with_context(|| format!("{}", data.display()))?;
         match shape.as_slice() {
             [_, c, h, w] if h == w => (*h as u32, *c as u32),
             other => bail!(

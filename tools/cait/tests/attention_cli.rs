@@ -8,7 +8,7 @@ mod common;
 use common::{cait, json, ok, p, tiny};
 
 fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    cait_quant::npy::read_f32(path).unwrap()
+    cait_data::npy::read_f32(path).unwrap()
 }
 
 #[test]

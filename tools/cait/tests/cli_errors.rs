@@ -36,13 +36,13 @@ fn frames_of_the_wrong_shape_or_dtype() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny().join("model.safetensors");
     let chw = tmp.path().join("chw.npy");
-    cait_quant::npy::write_u8(&chw, &[2, 3, 32, 32], &vec![7u8; 2 * 3 * 32 * 32]).unwrap();
+    cait_data::npy::write_u8(&chw, &[2, 3, 32, 32], &vec![7u8; 2 * 3 * 32 * 32]).unwrap();
     assert_error(
         &cait(&["classify", "--model", p(&model), p(&chw)]),
         &["chw.npy", "[2, 3, 32, 32]", "[N, 32, 32, 3] (uint8, HWC)"],
     );
     let ints = tmp.path().join("ints.npy");
-    cait_quant::npy::write_labels(&ints, &[1, 2]).unwrap();
+    cait_data::npy::write_labels(&ints, &[1, 2]).unwrap();
     assert_error(
         &cait(&["classify", "--model", p(&model), p(&ints)]),
         &["ints.npy", "'<i8'", "'|u1'"],
@@ -54,11 +54,11 @@ fn frames_of_the_wrong_shape_or_dtype() {
 #[test]
 fn non_finite_and_empty_npy_inputs() {
     let tmp = tempfile::tempdir().unwrap();
-    let (shape, mut data) = cait_quant::npy::read_f32(tiny().join("input.npy")).unwrap();
+    let (shape, mut data) = cait_data::npy::read_f32(tiny().join("input.npy")).unwrap();
     assert_eq!(shape, [2, 3, 32, 32]);
     data[3 * 32 * 32 + 2 * 32 * 32 + 5 * 32 + 7] = f32::NAN; // image 1, channel 2, y 5, x 7
     let nan = tmp.path().join("nan.npy");
-    cait_quant::npy::write_f32(&nan, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&nan, &shape, &data).unwrap();
     let model = tiny().join("model.safetensors");
     for cmd in [&["classify"][..], &["attention", "-o", p(tmp.path())][..]] {
         let mut args = cmd.to_vec();
@@ -70,7 +70,7 @@ fn non_finite_and_empty_npy_inputs() {
     }
     // eval reads .npy batches through the dataset loader: the same error.
     let labels = tmp.path().join("labels.npy");
-    cait_quant::npy::write_labels(&labels, &[0, 1]).unwrap();
+    cait_data::npy::write_labels(&labels, &[0, 1]).unwrap();
     assert_error(
         &cait(&[
             "eval",
@@ -84,13 +84,13 @@ fn non_finite_and_empty_npy_inputs() {
         &["nan.npy[1]", "element [2, 5, 7] is NaN", "finite"],
     );
     data[0] = f32::INFINITY;
-    cait_quant::npy::write_f32(&nan, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&nan, &shape, &data).unwrap();
     assert_error(
         &cait(&["classify", "--model", p(&model), p(&nan)]),
         &["nan.npy[0]", "element [0, 0, 0] is inf"],
     );
     let empty = tmp.path().join("empty.npy");
-    cait_quant::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
+    cait_data::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
     assert_error(
         &cait(&["classify", "--model", p(&model), p(&empty)]),
         &["empty.npy", "holds no images"],
@@ -433,7 +433,7 @@ fn classify_reads_a_folder_of_images() {
 #[test]
 fn a_decoder_panic_is_the_files_error() {
     let jpeg = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../crates/cait-quant/fuzz/corpus/image/regression-zune-jpeg-avx2-idct-panic.jpg");
+        .join("../../crates/cait-data/fuzz/corpus/image/regression-zune-jpeg-avx2-idct-panic.jpg");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.jpg");
     std::fs::copy(&jpeg, &bad).unwrap();

@@ -94,7 +94,7 @@ fn raw_samples(pack: &Path, dir: &Path) -> PathBuf {
     let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..bytes.len()];
     aligned.copy_from_slice(&bytes);
     let parsed = cait_pack::Pack::parse(aligned).unwrap();
-    let data = cait_quant::data::load(
+    let data = cait_data::load(
         &root().join("models/fashion-cait/samples.npy"),
         &Default::default(),
         parsed.config(),

@@ -36,7 +36,7 @@ fn eval_scores_against_labels_and_saves_logits() {
     let mut labels: Vec<i64> = timm.chunks(classes).map(|r| argmax(r) as i64).collect();
     let tmp = tempfile::tempdir().unwrap();
     let lp = tmp.path().join("labels.npy");
-    cait_quant::npy::write_labels(&lp, &labels).unwrap();
+    cait_data::npy::write_labels(&lp, &labels).unwrap();
     let saved = tmp.path().join("logits.npy");
     let model = dir.join("model.safetensors");
     let input = dir.join("input.npy");
@@ -61,7 +61,7 @@ fn eval_scores_against_labels_and_saves_logits() {
         assert_eq!(v["backend"], backend);
         assert_eq!(v["top1"], 1.0, "{backend}");
         assert_eq!(v["top5"], 1.0, "{backend}");
-        let (sshape, logits) = cait_quant::npy::read_f32(&saved).unwrap();
+        let (sshape, logits) = cait_data::npy::read_f32(&saved).unwrap();
         assert_eq!(sshape, shape);
         let max_err = logits
             .iter()
@@ -76,7 +76,7 @@ fn eval_scores_against_labels_and_saves_logits() {
 
     // A wrong label on one of the two images halves top-1; --confusion reports where it went.
     labels[0] = (labels[0] + 1) % classes as i64;
-    cait_quant::npy::write_labels(&lp, &labels).unwrap();
+    cait_data::npy::write_labels(&lp, &labels).unwrap();
     let out = cait(&[
         "eval",
         "--json",
@@ -109,7 +109,7 @@ fn png_input_is_normalized_like_the_pretrained_cfg() {
         .map(|px| (px.0[0] as f32 / 255.0 - 0.449) / 0.226)
         .collect();
     let npy = tmp.path().join("digit.npy");
-    cait_quant::npy::write_f32(&npy, &[1, 1, 28, 28], &normalized).unwrap();
+    cait_data::npy::write_f32(&npy, &[1, 1, 28, 28], &normalized).unwrap();
     let model = dir.join("model.safetensors");
     let from_png: serde_json::Value = serde_json::from_slice(
         &cait(&["classify", "--json", "--model", p(&model), p(&png)]).stdout,

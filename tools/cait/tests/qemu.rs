@@ -346,7 +346,7 @@ fn bundled_int8_classifies_camera_frames_inside_the_workspace() {
     assert_eq!(frames.len(), 10 * 28 * 28, "ten 28×28 gray frames");
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("frames.npy");
-    cait_quant::npy::write_u8(&input, &[10, 28, 28, 1], &frames).unwrap();
+    cait_data::npy::write_u8(&input, &[10, 28, 28, 1], &frames).unwrap();
     let host = host_logits(&pack, &input);
     assert_bit_exact(
         &host,

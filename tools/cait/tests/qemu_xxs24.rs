@@ -40,7 +40,7 @@ fn measure(dir: &Path, depth: usize) -> serde_json::Value {
     synth::write_safetensors(&spec, &ckpt).unwrap();
     let (shape, data) = synth::input(&spec, 1);
     let input = dir.join("input.npy");
-    cait_quant::npy::write_f32(&input, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&input, &shape, &data).unwrap();
     let pack = dir.join(format!("xxs24_d{depth}.cait"));
     let st = cait()
         .args(["quantize", "--precision", "f32", "-o"])
@@ -137,10 +137,10 @@ fn xxs24_int8_from_psram_with_and_without_dsp() {
         })
         .collect();
     let input = dir.path().join("frame.npy");
-    cait_quant::npy::write_u8(&input, &[1, 224, 224, 3], &frame).unwrap();
+    cait_data::npy::write_u8(&input, &[1, 224, 224, 3], &frame).unwrap();
     let (cshape, cdata) = synth::input(&spec, 8);
     let calib = dir.path().join("calib.npy");
-    cait_quant::npy::write_f32(&calib, &cshape, &cdata).unwrap();
+    cait_data::npy::write_f32(&calib, &cshape, &cdata).unwrap();
     let pack = dir.path().join("xxs24-int8.cait");
     // Both attention products in int8 with the calibrated activation scales: the kernels this
     // measures (the automatic choice on 8 random images may keep attention·v in f32, which costs

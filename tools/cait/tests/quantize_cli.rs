@@ -13,7 +13,7 @@ fn calibration(dir: &Path, n: usize, c: usize, size: usize) -> PathBuf {
     let shape = [n, c, size, size];
     let data = synth::tensor(4242, "calibration", &shape, synth::Kind::Input);
     let path = dir.join(format!("calib_{n}x{c}x{size}.npy"));
-    cait_quant::npy::write_f32(&path, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&path, &shape, &data).unwrap();
     path
 }
 
@@ -133,7 +133,7 @@ fn int8_pack_with_report_inspect_eval_and_classify() {
         .chunks_exact(classes)
         .map(|r| (0..classes).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as i64)
         .collect();
-    cait_quant::npy::write_labels(&labels, &want).unwrap();
+    cait_data::npy::write_labels(&labels, &want).unwrap();
     let saved = tmp.path().join("int8_logits.npy");
     let v = json(&ok(&[
         "eval",
@@ -199,7 +199,7 @@ fn f16_pack_eval_and_report() {
     let input = tiny().join("input.npy");
     let saved = tmp.path().join("f16_logits.npy");
     let labels = tmp.path().join("labels.npy");
-    cait_quant::npy::write_labels(&labels, &[0, 0]).unwrap();
+    cait_data::npy::write_labels(&labels, &[0, 0]).unwrap();
     ok(&[
         "eval",
         "--model",
@@ -293,7 +293,7 @@ fn bad_calibration_data_is_refused() {
     );
     // An empty set: an empty batch, or a count of 0.
     let empty = tmp.path().join("empty.npy");
-    cait_quant::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
+    cait_data::npy::write_f32(&empty, &[0, 3, 32, 32], &[]).unwrap();
     assert_error(&run(&empty, &[]), &["empty.npy", "holds no images"]);
     let fine = calibration(tmp.path(), 4, 3, 32);
     assert_error(
@@ -350,7 +350,7 @@ fn int8_with_a_holdout_set_and_too_few_images() {
     let holdout = tmp.path().join("holdout.npy");
     let shape = [10, 3, 32, 32];
     let data = synth::tensor(4242, "holdout", &shape, synth::Kind::Input);
-    cait_quant::npy::write_f32(&holdout, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&holdout, &shape, &data).unwrap();
     let ckpt = tiny().join("model.safetensors");
     let pack = tmp.path().join("h.cait");
     let args = |extra: &[&'static str]| {
@@ -573,7 +573,7 @@ fn eval_against_a_float_reference() {
     ]);
     let data = calibration(tmp.path(), 12, 3, 32);
     let labels = tmp.path().join("labels.npy");
-    cait_quant::npy::write_labels(&labels, &[3; 12]).unwrap();
+    cait_data::npy::write_labels(&labels, &[3; 12]).unwrap();
     let (q_logits, f_logits) = (tmp.path().join("q.npy"), tmp.path().join("f.npy"));
     let eval = |model: &Path, save: &Path, extra: &[&str]| {
         let mut a = vec![
@@ -593,8 +593,8 @@ fn eval_against_a_float_reference() {
     };
     let v = eval(&pack, &q_logits, &["--reference", p(&ckpt)]);
     eval(&ckpt, &f_logits, &[]);
-    let (_, q) = cait_quant::npy::read_f32(&q_logits).unwrap();
-    let (_, f) = cait_quant::npy::read_f32(&f_logits).unwrap();
+    let (_, q) = cait_data::npy::read_f32(&q_logits).unwrap();
+    let (_, f) = cait_data::npy::read_f32(&f_logits).unwrap();
     let classes = q.len() / 12;
     let argmax = |r: &[f32]| cait_tests::argmax(r);
     let same = q

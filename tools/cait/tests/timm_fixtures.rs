@@ -150,7 +150,7 @@ fn synthesize(name: &str, dir: &Path) -> (PathBuf, PathBuf) {
         .0[0];
     let (shape, data) = synth::input(&spec, batch);
     let input = dir.join("input.npy");
-    cait_quant::npy::write_f32(&input, &shape, &data).unwrap();
+    cait_data::npy::write_f32(&input, &shape, &data).unwrap();
     (ckpt, input)
 }
 
@@ -258,7 +258,7 @@ fn burn_wgpu_backend_matches_timm() {
 /// coffee, PIL decode + antialiased bicubic resize + crop + normalize, then cait_xxs24_224 with the
 /// synthesized weights) against `cait classify` on the same PNGs. Acceptance (issue: timm-faithful
 /// preprocessing): at most 0.05 max abs and 0.005 mean abs on the logits. The pixels themselves are
-/// checked bit for bit in crates/cait-quant/tests/preprocess_pil.rs.
+/// checked bit for bit in crates/cait-data/tests/preprocess_pil.rs.
 #[test]
 fn real_photos_match_timm_pipeline_logits() {
     let tmp = tempfile::tempdir().unwrap();

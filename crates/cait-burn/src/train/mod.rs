@@ -21,8 +21,8 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use cait_import::{ImportOptions, load_checkpoint};
 use cait_pack::{ModelConfig, Preprocess};
-use cait_quant::{ImportOptions, load_checkpoint};
 
 pub use adamw::AdamW;
 pub use augment::Augment;
@@ -147,7 +147,7 @@ impl TrainConfig {
     }
 }
 
-/// Images and labels, borrowed (e.g. from `cait_quant::data::Dataset`).
+/// Images and labels, borrowed (e.g. from `cait_data::Dataset`).
 #[derive(Clone, Copy, Debug)]
 pub struct TrainData<'a> {
     /// n × C × H × W normalized floats.
@@ -407,7 +407,7 @@ fn initial_tensors(
 ) -> Result<
     (
         ModelConfig,
-        std::collections::BTreeMap<String, cait_quant::Tensor>,
+        std::collections::BTreeMap<String, cait_import::Tensor>,
     ),
     Error,
 > {

@@ -15,6 +15,7 @@ use crate::attention::{
     AttentionSink, HeadMix, RowScratch, TalkingHeads, class_attention, talking_heads,
 };
 use crate::input::Image;
+use crate::kernels::fixed::inv_sqrt_f32;
 use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::linear::{Epilogue, Linear, Strides};
 use crate::model::{Stages, block};
@@ -32,7 +33,7 @@ pub(crate) struct Dims {
     pub(crate) heads: usize,
     /// `D / H`.
     pub(crate) head_dim: usize,
-    /// `head_dim^-0.5`, rounded once from f64 as timm's Python float is.
+    /// `head_dim^-0.5`: timm's f64 value rounded to f32 ([`inv_sqrt_f32`]).
     pub(crate) scale: f32,
     /// Image `[height, width]`.
     pub(crate) img: [usize; 2],
@@ -65,7 +66,7 @@ impl Dims {
             d,
             heads,
             head_dim,
-            scale: (1.0 / libm::sqrt(head_dim as f64)) as f32,
+            scale: inv_sqrt_f32(head_dim as u32),
             img: [cfg.img_size[0] as usize, cfg.img_size[1] as usize],
             patch,
             grid_cols: cfg.grid()[1] as usize,

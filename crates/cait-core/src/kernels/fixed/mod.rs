@@ -144,6 +144,42 @@ pub fn isqrt(x: u64) -> u32 {
     root as u32
 }
 
+/// The f32 nearest `n^-1/2` (`+∞` for 0), in integers alone: attention's `head_dim^-0.5`, which
+/// timm computes as a Python (f64) float and torch rounds to f32. Both roundings give the same bits
+/// for every `n` the test checks (all `n < 2^20`, and samples up to `u32::MAX`), so a model built
+/// here needs no soft-float f64 routine (on a Cortex-M, about 3 KB of flash).
+///
+/// With `n ∈ [4^j, 4^(j+1))` and `k = j + 24`, the mantissa is `round(√(4^k / n))`, in `[2^23,
+/// 2^24]`: `(r + 1) / 2` for the largest `r` with `r² · n ≤ 4^(k+1)` (a binary search over
+/// exact 128-bit products). No tie exists: `(2M + 1)² · n` is odd times `n < 4^(k+1)`, never a
+/// power of four.
+pub const fn inv_sqrt_f32(n: u32) -> f32 {
+    if n == 0 {
+        return f32::INFINITY;
+    }
+    let j = (31 - n.leading_zeros()) / 2;
+    let mut k = j + 24;
+    let limit = 1u128 << (2 * k + 2);
+    // r ∈ [2^24, 2^25]. Invariant: lo² · n ≤ limit, and every r > hi has r² · n > limit.
+    let (mut lo, mut hi) = (1u128 << 24, 1u128 << 25);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if mid * mid * n as u128 <= limit {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let mut mantissa = (lo as u32 + 1) >> 1;
+    if mantissa == 1 << 24 {
+        mantissa = 1 << 23;
+        k -= 1;
+    }
+    // mantissa · 2^-k with the leading bit at 2^(23 - k).
+    let exponent = (127 + 23 - k) << 23;
+    f32::from_bits(exponent | (mantissa & 0x7f_ffff))
+}
+
 /// Fractional bits of the exponent [`exp2_neg`] takes (Q24: `y / 2^24`).
 pub const EXP2_FRAC_BITS: u32 = 24;
 
@@ -280,6 +316,21 @@ mod tests {
         }
         check(u64::MAX);
         assert_eq!(isqrt(u64::MAX), u32::MAX);
+    }
+
+    /// `inv_sqrt_f32(n)` is timm's `head_dim^-0.5` (f64, then rounded to f32), bit for bit: every
+    /// `n < 2^20` and every 997th `n` up to `u32::MAX`; and 0 gives `+∞` as `1 / √0` does.
+    #[test]
+    fn inv_sqrt_f32_is_the_f64_value_rounded() {
+        let check = |n: u32| {
+            let want = (1.0 / libm::sqrt(n as f64)) as f32;
+            assert_eq!(inv_sqrt_f32(n).to_bits(), want.to_bits(), "{n}");
+        };
+        (0..1 << 20).for_each(check);
+        (1 << 20..=u32::MAX)
+            .step_by(997)
+            .chain([u32::MAX])
+            .for_each(check);
     }
 
     /// The bound of `exp2_neg` over its whole input range: every fractional part `r` (step 1 in

@@ -39,10 +39,11 @@ for target in thumbv7m-none-eabi thumbv6m-none-eabi riscv32imc-unknown-none-elf;
   cargo build -q -p cait-core --target "$target"
 done
 
-echo "== each engine alone, and none (cait-core's cargo features float and int8; firmware links only one)"
+echo "== each engine alone, and none (cait-core's cargo features float and int8; firmware links only one);"
+echo "   each kind of int8 activation scales alone (int8-static, int8-dynamic) beside the float engine"
 # A type check for Cortex-M: the firmware tests (tools/cait/tests/qemu*.rs) build and run each engine
 # alone on the device for real.
-for engine in float int8 ""; do
+for engine in float int8 "" "float int8-static" "float int8-dynamic"; do
   cargo check -q -p cait-core --no-default-features --features "$engine" --target thumbv7em-none-eabihf
   cargo test -q -p cait-core --no-default-features --features "$engine" --lib engine_left_out
 done

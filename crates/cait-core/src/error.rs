@@ -15,7 +15,8 @@ pub enum Error {
     /// The pack's weights are in a precision this engine does not run.
     UnsupportedPrecision(Precision),
     /// The pack needs an engine this build of cait-core leaves out: the cargo feature `float`
-    /// runs f32 and f16 packs and the f16 blocks of mixed int8 packs, `int8` runs int8 packs.
+    /// runs f32 and f16 packs and the f16 blocks of mixed int8 packs, `int8` runs int8 packs —
+    /// `int8-static` and `int8-dynamic` those with static or dynamic activation scales alone.
     NotBuiltIn {
         /// The precision of the weights that need it.
         precision: Precision,
@@ -86,10 +87,17 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotBuiltIn { precision, feature } => write!(
-                f,
-                "this build runs no {precision} weights: enable cait-core's cargo feature `{feature}`"
-            ),
+            Error::NotBuiltIn { precision, feature } => {
+                let scales = match *feature {
+                    "int8-static" => " with static activation scales",
+                    "int8-dynamic" => " with dynamic activation scales",
+                    _ => "",
+                };
+                write!(
+                    f,
+                    "this build runs no {precision} weights{scales}: enable cait-core's cargo feature `{feature}`"
+                )
+            }
             Error::UnsupportedPrecision(p) => {
                 write!(f, "{p} packs are not supported by this engine")
             }

@@ -24,7 +24,7 @@
 // With an engine left out, its code is unused (and the linker drops it); with neither, the
 // crate still builds and refuses every pack.
 #![cfg_attr(
-    not(all(feature = "float", feature = "int8")),
+    not(all(feature = "float", feature = "int8-static", feature = "int8-dynamic")),
     allow(dead_code, unused_imports, unused_variables, unreachable_code)
 )]
 

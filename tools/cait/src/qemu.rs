@@ -324,13 +324,24 @@ fn read_config(bytes: &[u8], allow_corrupt: bool) -> Result<ModelConfig> {
 }
 
 /// The firmware features for cait-core's engines the pack needs, so the firmware links only them:
-/// `float` for f32 and f16 packs, `int8` for int8 packs, both for a mixed int8 pack.
+/// `float` for f32 and f16 packs; for int8 packs the int8 path of their activation scales
+/// (`int8-static` or `int8-dynamic`, from `quant.activation_scales`), with `float` for a mixed pack.
 fn engine_features(bytes: &[u8]) -> Result<&'static str> {
     let header = cait_pack::PackHeader::read(bytes)?;
-    Ok(match (header.precision, header.mixed) {
-        (cait_pack::Precision::Int8, false) => "int8",
-        (cait_pack::Precision::Int8, true) => "int8,float",
-        _ => "float",
+    if header.precision != cait_pack::Precision::Int8 {
+        return Ok("float");
+    }
+    // Read past a bad checksum: a corrupt pack (--allow-corrupt-pack) still names its scales.
+    let mut copy = bytes.to_vec();
+    cait_pack::reseal(&mut copy);
+    let dynamic = Pack::parse(&copy).is_ok_and(|p| {
+        p.metadata().get(cait_pack::int8::META_ACTIVATION_SCALES) == Some("dynamic")
+    });
+    Ok(match (dynamic, header.mixed) {
+        (false, false) => "int8-static",
+        (false, true) => "int8-static,float",
+        (true, false) => "int8-dynamic",
+        (true, true) => "int8-dynamic,float",
     })
 }
 

@@ -8,7 +8,7 @@ use cait_pack::int8::{Int8Tensor, act};
 use cait_pack::{BlockParam, GlobalPool, TensorId};
 
 use super::attention::{self, KeysValues, Query, RowScratch, TokenScales};
-use super::{BlockActs, Int8Resolver, Modes, QLinear};
+use super::{BlockActs, Int8Resolver, Modes, QLinear, at_run_time, rows_dynamic};
 use crate::Error;
 use crate::attention::{AttentionSink, TalkingHeads};
 use crate::blocks::{Dims, block_param, pool};
@@ -300,7 +300,7 @@ impl Attention<'_> {
     fn quantize_output(&self, s: &mut AttentionScratch<'_>, j: usize) {
         let d = s.d;
         let out = &mut s.tile_out[j * d..(j + 1) * d];
-        if self.dynamic {
+        if at_run_time(self.dynamic) {
             let q = ActQuant::of_row(s.row);
             q.quantize_slice(s.row, out);
             s.out_quants[j] = q;
@@ -324,7 +324,7 @@ impl Attention<'_> {
             values,
             key_scale: self.acts[act::K].scale,
             value_scale: self.acts[act::V].scale,
-            token_scales: self.kv_dynamic.then_some(token_scales),
+            token_scales: rows_dynamic(self.kv_dynamic).then_some(token_scales),
             n,
             head_dim,
         }
@@ -332,7 +332,7 @@ impl Attention<'_> {
 
     /// The scale of query row `j`'s int8 form (int8 q·kᵀ).
     fn q_scale(&self, s: &AttentionScratch<'_>, j: usize) -> f32 {
-        if self.kv_dynamic {
+        if rows_dynamic(self.kv_dynamic) {
             s.q_quants[j].scale
         } else {
             self.acts[act::Q].scale
@@ -349,7 +349,7 @@ impl Attention<'_> {
         n: usize,
         (weights, probs, spare): (&[f32], &[i8], &[f32]),
     ) {
-        match (self.modes.av_int8, self.kv_dynamic) {
+        match (self.modes.av_int8, rows_dynamic(self.kv_dynamic)) {
             (true, false) => probe.i8(site, Point::Attention, n, probs, self.acts[act::ATTENTION]),
             (true, true) => probe.f32(site, Point::Attention, n, spare),
             (false, _) => probe.f32(site, Point::Attention, n, weights),
@@ -377,7 +377,7 @@ impl block::Attention for Attention<'_> {
         let count = rows.len();
         let tile = &mut s.tile_in[..count * d];
         let (keys, values) = (&mut s.keys[first * d..], &mut s.values[first..]);
-        if self.kv_dynamic {
+        if rows_dynamic(self.kv_dynamic) {
             let quants = &mut s.in_quants[..count];
             norm_rows_at_run_time(&self.norm1, rows, s.row, tile, quants);
             report_rows(probe, site, Point::Norm1, d, tile, quants);
@@ -434,7 +434,7 @@ impl block::Attention for Attention<'_> {
         // `D`: the layouts [`Point::K`] and [`Point::V`] document, which the float engine
         // reports too. Gathered through the (free) int8 weights and output tile, or, each token
         // with its own scale, dequantized into the (free) f32 logits and output row.
-        if self.kv_dynamic {
+        if rows_dynamic(self.kv_dynamic) {
             let (column, row) = (&mut s.logits[..n], &mut s.row[..d]);
             for c in 0..d {
                 let keys = s.keys.chunks_exact(d).zip(s.key_scales.iter());
@@ -475,7 +475,7 @@ impl block::Attention for Attention<'_> {
     ) {
         let (acts, modes, n1) = (&self.acts, self.modes, self.acts[act::NORM1]);
         let normed = &mut s.tile_in[..x.len()];
-        if self.dynamic {
+        if at_run_time(self.dynamic) {
             // The output row is free until the attention: each row's norm1, in f32.
             let quants = &mut s.in_quants[..x.len() / s.d];
             norm_rows_at_run_time(&self.norm1, x.chunks_exact(s.d), s.row, normed, quants);
@@ -486,7 +486,7 @@ impl block::Attention for Attention<'_> {
                 &n1,
                 acts,
                 modes,
-                self.kv_dynamic,
+                rows_dynamic(self.kv_dynamic),
                 &mut s.q_quants,
                 s.tile_q,
                 s.d,
@@ -572,7 +572,7 @@ impl block::Attention for Attention<'_> {
     ) {
         let (d, out_q) = (s.d, self.acts[act::ATTENTION_OUT]);
         let out = &mut s.tile_out[..residual.len()];
-        if self.dynamic {
+        if at_run_time(self.dynamic) {
             let quants = &s.out_quants[..residual.len() / d];
             report_rows(probe, site, Point::AttentionOut, d, out, quants);
             // The query tile is free after the attention: proj's f32 output rows.
@@ -654,7 +654,7 @@ impl block::Mlp for Mlp<'_> {
         site: Site,
         probe: &mut MaybeProbe<'_>,
     ) {
-        if self.dynamic {
+        if at_run_time(self.dynamic) {
             self.forward_dynamic(x, scratch, d, hidden, site, probe);
         } else {
             block::mlp(self, x, scratch, d, hidden, site, probe);
@@ -939,7 +939,7 @@ impl crate::model::Stages for Stages<'_, '_, '_, '_> {
             features.copy_from_slice(normed);
         }
         match &stem.head {
-            Some((head, q)) if stem.modes.class_dynamic => {
+            Some((head, q)) if at_run_time(stem.modes.class_dynamic) => {
                 let row = ActQuant::of_row(pooled);
                 row.quantize_slice(pooled, quantized);
                 probe.i8(Site::Head, Point::Input, d, quantized, row);

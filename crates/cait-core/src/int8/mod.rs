@@ -75,6 +75,11 @@ impl Modes {
             Some(_) => Err(Error::BadMetadata { key }),
         };
         let rows_dynamic = run_time(names::META_ACTIVATION_SCALES)?;
+        match (rows_dynamic, STATIC_SCALES, DYNAMIC_SCALES) {
+            (false, false, _) => return Err(not_built_in("int8-static")),
+            (true, _, false) => return Err(not_built_in("int8-dynamic")),
+            _ => {}
+        }
         Ok(Modes {
             qk_int8: mode(names::META_QK)?,
             av_int8: mode(names::META_AV)?,
@@ -82,6 +87,39 @@ impl Modes {
             rows_dynamic,
         })
     }
+}
+
+/// Whether this build runs int8 packs with static activation scales (cargo feature `int8-static`)
+/// and with dynamic ones (`int8-dynamic`; `int8` is both). With one kind left out, whether rows are
+/// quantized at run time is known when compiling ([`rows_dynamic`], [`at_run_time`]), so the other
+/// kind's code folds away and is not linked: in the bundled model's firmware, the static layers'
+/// kernels and epilogues.
+const STATIC_SCALES: bool = cfg!(feature = "int8-static");
+const DYNAMIC_SCALES: bool = cfg!(feature = "int8-dynamic");
+
+fn not_built_in(feature: &'static str) -> Error {
+    Error::NotBuiltIn {
+        precision: cait_pack::Precision::Int8,
+        feature,
+    }
+}
+
+/// `flag`, the pack's `quant.activation_scales` is `dynamic`, as this build can hold it: a
+/// constant when one kind of scales is left out (`Modes::from_pack` refused the other).
+#[inline(always)]
+pub(crate) fn rows_dynamic(flag: bool) -> bool {
+    match (STATIC_SCALES, DYNAMIC_SCALES) {
+        (false, _) => true,
+        (true, false) => false,
+        (true, true) => flag,
+    }
+}
+
+/// `flag`, some rows of a layer are quantized at run time (the pack's activations or its class
+/// path are `dynamic`), as this build can hold it: always when only dynamic scales are built in.
+#[inline(always)]
+pub(crate) fn at_run_time(flag: bool) -> bool {
+    !STATIC_SCALES || flag
 }
 
 /// An int8 linear layer, borrowed from the pack.

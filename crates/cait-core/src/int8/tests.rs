@@ -1023,10 +1023,12 @@ fn frame_offset_is_the_least_safe_one() {
     }
 }
 
-/// A build with one engine left out refuses the other's packs by name (tools/test.sh runs this
-/// with each engine alone; with both it is not compiled).
+/// A build with one engine, or one kind of int8 scales, left out refuses the packs it cannot run
+/// by the feature that builds them in, and runs the rest (tools/test.sh runs this with each engine
+/// alone and with each kind of int8 scales beside the float engine; with everything it is not
+/// compiled).
 #[test]
-#[cfg(not(all(feature = "float", feature = "int8")))]
+#[cfg(not(all(feature = "float", feature = "int8-static", feature = "int8-dynamic")))]
 fn engine_left_out_is_refused() {
     let cfg = config([16, 24], 8, 3, 5, 16, 2, 2);
     let w = random_weights(&cfg, 4);
@@ -1034,15 +1036,38 @@ fn engine_left_out_is_refused() {
         let pack = Pack::parse(bytes.bytes()).unwrap();
         Model::from_pack(&pack).err()
     };
+    let (statics, dynamics) = (
+        cfg!(feature = "int8-static"),
+        cfg!(feature = "int8-dynamic"),
+    );
     if cfg!(feature = "float") {
-        let bytes = int8_pack(&cfg, &w, &images(&cfg, 3, 2), "int8", "int8", None);
-        assert_eq!(
-            refused(&bytes),
-            Some(Error::NotBuiltIn {
-                precision: Precision::Int8,
-                feature: "int8"
-            })
-        );
+        let calib = images(&cfg, 204, 6);
+        let test = &images(&cfg, 304, 1)[0];
+        let want = run_pack(&pack_bytes(&cfg, &w, Precision::F32, None), test);
+        let static_pack = int8_pack(&cfg, &w, &calib, "int8", "int8", None);
+        let dynamic_pack = rows_dynamic(&cfg, &static_pack);
+        for (bytes, built, feature) in [
+            (&static_pack, statics, "int8-static"),
+            (&dynamic_pack, dynamics, "int8-dynamic"),
+        ] {
+            let feature = if statics || dynamics { feature } else { "int8" };
+            if built {
+                // `int8_engine_tracks_the_f32_engine`'s bound. The bits are the full build's: the
+                // firmware tests run each kind alone in QEMU (tools/cait/tests/qemu.rs).
+                let c = cosine(&run_pack(bytes, test).features, &want.features);
+                assert!(c > 0.998, "{feature}: features cosine {c}");
+            } else {
+                let e = refused(bytes);
+                assert_eq!(
+                    e,
+                    Some(Error::NotBuiltIn {
+                        precision: Precision::Int8,
+                        feature
+                    })
+                );
+                assert!(e.unwrap().to_string().contains(&format!("`{feature}`")));
+            }
+        }
     } else {
         for precision in [Precision::F32, Precision::F16] {
             let bytes = pack_bytes(&cfg, &w, precision, None);

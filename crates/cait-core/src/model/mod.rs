@@ -45,10 +45,10 @@ enum Engine<'a> {
     #[cfg(feature = "float")]
     Float(Stem<'a>),
     /// int8 packs.
-    #[cfg(feature = "int8")]
+    #[cfg(any(feature = "int8-static", feature = "int8-dynamic"))]
     Int8(int8::Stem<'a>),
     /// A build with no engine: never constructed (`Model::from_pack` refuses every pack).
-    #[cfg(not(any(feature = "float", feature = "int8")))]
+    #[cfg(not(any(feature = "float", feature = "int8-static", feature = "int8-dynamic")))]
     Unbuilt(core::convert::Infallible, core::marker::PhantomData<&'a ()>),
 }
 
@@ -119,7 +119,7 @@ impl<'a> Model<'a> {
                 }
                 Engine::Float(stem)
             }
-            #[cfg(feature = "int8")]
+            #[cfg(any(feature = "int8-static", feature = "int8-dynamic"))]
             Precision::Int8 => {
                 // Every int8 reduction: linear inputs, q·kᵀ over a head, attention·v over tokens.
                 let longest = [
@@ -334,6 +334,9 @@ impl<'a> Model<'a> {
         self.drive(Source::Image(image), ws, outputs, probe)
     }
 
+    // Out of line, one copy for every entry point: an application built for size (the profile in
+    // firmware/README.md) otherwise inlined it into its own code (the example: 1 KB more).
+    #[inline(never)]
     fn drive(
         &self,
         source: Source<'_, '_>,
@@ -347,7 +350,7 @@ impl<'a> Model<'a> {
             cfg: &self.config,
         };
         match &self.engine {
-            #[cfg(feature = "int8")]
+            #[cfg(any(feature = "int8-static", feature = "int8-dynamic"))]
             Engine::Int8(stem) => {
                 let r = Int8Resolver { r: &r };
                 let stages = int8::Stages { r: &r, stem, dims };
@@ -358,7 +361,7 @@ impl<'a> Model<'a> {
                 let stages = FloatStages { r: &r, stem, dims };
                 drive(&stages, cfg, dims, source, ws, bytes, outputs, probe)
             }
-            #[cfg(not(any(feature = "float", feature = "int8")))]
+            #[cfg(not(any(feature = "float", feature = "int8-static", feature = "int8-dynamic")))]
             Engine::Unbuilt(never, _) => match *never {},
         }
     }

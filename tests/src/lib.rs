@@ -1,4 +1,5 @@
 pub mod docs;
+pub mod elf;
 pub mod family;
 pub mod logits;
 pub mod synth;

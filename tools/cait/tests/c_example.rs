@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cait_tests::docs::{assert_documented, thousands};
+use cait_tests::elf::flash_bytes;
 
 mod common;
 use cait_tests::docs::repo_root as root;
@@ -39,33 +40,6 @@ fn run_with_limit(cmd: &mut Command, limit: Duration) -> (String, bool) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (text, out.status.success())
-}
-
-/// Bytes the ELF keeps in flash (below the RAM at 0x20000000): code, read-only data, and the
-/// initial image of `.data`, from `arm-none-eabi-size -A`.
-fn flash_bytes(elf: &Path) -> u64 {
-    let out = Command::new("arm-none-eabi-size")
-        .args(["-A", "-d"])
-        .arg(elf)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut flash = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let [name, size, addr] = cols[..] else {
-            continue;
-        };
-        let (Ok(size), Ok(addr)) = (size.parse::<u64>(), addr.parse::<u64>()) else {
-            continue;
-        };
-        // Debug sections sit at address 0 with nothing loaded: only the loaded ones count.
-        let loaded = matches!(name, ".text" | ".ARM.exidx" | ".data");
-        if loaded && (addr < 0x2000_0000 || name == ".data") {
-            flash += size;
-        }
-    }
-    flash
 }
 
 #[test]
